@@ -1,0 +1,11 @@
+//! oxrl-verifiers: the [`Verifier`] trait, its registry, the built-in verifiers, external-process and
+//! HTTP plugins, and the sandbox that runs model-written code.
+//!
+//! Design: a verifier is a pure function from `(example, completions of one prompt)` to one
+//! [`Score`] per completion. It never panics and never fails the batch: every problem (a crash, a
+//! timeout, malformed output) becomes a `Score` with reward 0 and `error` set, so a bad completion
+//! or a broken plugin cannot end a training run.
+
+pub mod verifier;
+
+pub use verifier::{Group, Score, Verifier, VerifyExample};
