@@ -6,6 +6,8 @@
 //! timeout, malformed output) becomes a `Score` with reward 0 and `error` set, so a bad completion
 //! or a broken plugin cannot end a training run.
 
+pub mod error;
 pub mod verifier;
 
+pub use error::VerifierError;
 pub use verifier::{Group, Score, Verifier, VerifyExample};

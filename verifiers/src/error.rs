@@ -1,0 +1,20 @@
+//! Errors raised while *building* verifiers (bad configuration, unknown names). Scoring itself never
+//! fails: problems while scoring become `Score::error`.
+
+/// A verifier could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// No verifier is registered under this name.
+    #[error("unknown verifier `{name}`; known verifiers: {known}")]
+    Unknown { name: String, known: String },
+    /// The options of a verifier are invalid.
+    #[error("invalid configuration for verifier `{verifier}`: {message}")]
+    Config { verifier: String, message: String },
+    /// An I/O problem while setting a verifier up (starting a plugin, reading a file).
+    #[error("verifier `{verifier}`: {source}")]
+    Io {
+        verifier: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
