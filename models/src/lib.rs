@@ -1,10 +1,16 @@
 //! oxrl-models: the transformer policies oxrl trains and serves.
 //!
-//! One decoder implementation ([`decoder`]) is parameterised by a [`config::ModelConfig`] that covers
+//! One decoder implementation (`decoder`) is parameterised by a [`config::ModelConfig`] that covers
 //! the Llama, Mistral, Qwen2 and Qwen3 families. It has two entry points that must agree on every
 //! number:
 //! - the *training forward* over a padded batch of full sequences, returning per-token logprobs of
 //!   given targets (and optionally entropies), differentiable with respect to every weight; only
 //!   ops with a correct backward are used (no fused rms_norm / rope / softmax_last_dim);
 //! - the *inference step* over a batch of sequences of different lengths and positions that read and
-//!   append to a paged KV cache ([`kv_cache`]); sequences of one group share their prompt's blocks.
+//!   append to a paged KV cache (`kv_cache`); sequences of one group share their prompt's blocks.
+
+pub mod config;
+pub mod error;
+
+pub use config::{Arch, ModelConfig, RopeScaling};
+pub use error::{ModelError, Result};
