@@ -197,7 +197,7 @@ impl ModelConfig {
         }
         let num_key_value_heads =
             opt_usize(v, "num_key_value_heads").unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(ModelError::Config(format!(
                 "num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads ({num_key_value_heads})"
             )));
@@ -206,7 +206,7 @@ impl ModelConfig {
             Some(Value::Number(n)) => n.as_u64().map(|x| x as usize).unwrap_or(0),
             _ => hidden_size / num_attention_heads,
         };
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(ModelError::Config(format!(
                 "head_dim must be even and > 0, got {head_dim}"
             )));

@@ -10,7 +10,17 @@
 //!   append to a paged KV cache (`kv_cache`); sequences of one group share their prompt's blocks.
 
 pub mod config;
+pub mod decoder;
 pub mod error;
+pub mod init;
+pub mod kv_cache;
+pub mod layers;
+pub mod lora;
+pub mod rope;
+pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
+pub use decoder::{StepLogits, StepSeq, TokenLogprobs, TrainForward, Transformer};
 pub use error::{ModelError, Result};
+pub use kv_cache::{CacheConfig, KvCache, SeqCache};
+pub use lora::LoraConfig;
