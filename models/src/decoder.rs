@@ -86,7 +86,8 @@ pub enum StepLogits {
 /// Per-token log-probabilities (and optionally entropies) from the training forward.
 #[derive(Debug, Clone)]
 pub struct TokenLogprobs {
-    /// `[b, t]`: `log p(ids[b,t] | ids[b,<t])` for `1 <= t < len_b`, 0 at `t = 0` and on padding.
+    /// `[b, t]`: `log p(ids[b,t] | ids[b,<t])` for `1 <= t < len_b`, 0 at `t = 0` and on padding
+    /// (f32; f64 for f64 models).
     pub logprobs: Tensor,
     /// `[b, t]`: entropy of the distribution that predicted `ids[b,t]` (same masking), if asked.
     pub entropy: Option<Tensor>,
@@ -478,6 +479,15 @@ impl Transformer {
         Ok(fresh)
     }
 
+    /// The dtype logprobs are computed in: f64 for f64 models, f32 otherwise.
+    fn work_dtype(&self) -> DType {
+        if self.dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        }
+    }
+
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
             return Err(ModelError::Input(format!(
@@ -651,7 +661,8 @@ impl Transformer {
             .reshape((b, t, self.cfg.hidden_size))?
             .narrow(1, 0, t - 1)?;
         let hidden = hidden.reshape((b * (t - 1), self.cfg.hidden_size))?;
-        let logits = self.lm_logits(&hidden, mode)?.to_dtype(DType::F32)?;
+        let work = self.work_dtype();
+        let logits = self.lm_logits(&hidden, mode)?.to_dtype(work)?;
         let mut targets = Vec::with_capacity(b * (t - 1));
         let mut valid = Vec::with_capacity(b * t);
         for (bi, &len) in lengths.iter().enumerate() {
@@ -659,12 +670,12 @@ impl Transformer {
             valid.extend((0..t).map(|j| if j >= 1 && j < len { 1f32 } else { 0f32 }));
         }
         let targets = Tensor::from_vec(targets, (b * (t - 1), 1), &self.device)?;
-        let valid = Tensor::from_vec(valid, (b, t), &self.device)?;
+        let valid = Tensor::from_vec(valid, (b, t), &self.device)?.to_dtype(work)?;
         let lse = logits.log_sum_exp(D::Minus1)?;
         let picked = logits.gather(&targets, 1)?.squeeze(1)?;
         let shift = |x: Tensor| -> Result<Tensor> {
             let x = x.reshape((b, t - 1))?;
-            let zero = Tensor::zeros((b, 1), DType::F32, &self.device)?;
+            let zero = Tensor::zeros((b, 1), work, &self.device)?;
             Ok((Tensor::cat(&[&zero, &x], 1)? * &valid)?)
         };
         let logprobs = shift((picked - &lse)?)?;
