@@ -17,6 +17,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod lora;
 pub mod rope;
+pub mod save;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
