@@ -2,7 +2,9 @@
 //! this test rebuilds the same deterministic weights, saves them in HF layout (config.json +
 //! model.safetensors), loads them through `Transformer::load` (the path a downloaded model takes),
 //! runs all of the fixture's sequences as ONE right-padded batch and compares the logits with the
-//! ones HF computed for each sequence alone: max |Δ| ≤ 1e-4 at every valid position.
+//! ones HF computed for each sequence alone: max |Δ| ≤ 1e-4 at every valid position. Each
+//! sequence also goes through the inference path (`score_tokens`, paged KV cache) with the same
+//! bound.
 //!
 //! Weight recipe (identical to `scripts/hf_reference.py`): tensors sorted by HF name, `t` = the
 //! tensor's ordinal in that order, `k` = flat row-major index; in f64
@@ -139,6 +141,23 @@ fn check(name: &str) -> f32 {
             }
         }
     }
+    // The inference path (paged KV cache, one sequence at a time) against the same reference.
+    let mut max_err_inf = 0f32;
+    for (b, s) in seqs.iter().enumerate() {
+        let got: Vec<Vec<f32>> = model.score_tokens(s).unwrap().to_vec2().unwrap();
+        for (p, row) in fx["logits"][b].as_array().unwrap().iter().enumerate() {
+            for (v, want) in row.as_array().unwrap().iter().enumerate() {
+                let err = (got[p][v] - want.as_f64().unwrap() as f32).abs();
+                let err = if err.is_nan() { f32::INFINITY } else { err };
+                max_err_inf = max_err_inf.max(err);
+            }
+        }
+    }
+    println!("{name}: inference path (score_tokens) max |logits - HF| = {max_err_inf:.3e}");
+    assert!(
+        max_err_inf <= TOL,
+        "{name}: inference path max |logits - HF| = {max_err_inf:e} > {TOL:e}"
+    );
     println!(
         "{name}: lengths {lengths:?}, max |logits - HF| = {max_err:.3e} at (seq {}, pos {}, vocab {}) \
          [transformers {}, torch {}]",
