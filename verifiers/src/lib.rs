@@ -7,7 +7,9 @@
 //! or a broken plugin cannot end a training run.
 
 pub mod error;
+pub mod math;
 pub mod verifier;
 
 pub use error::VerifierError;
+pub use math::{answers_equivalent, extract_answer, MathOptions, MathVerifier};
 pub use verifier::{Group, Score, Verifier, VerifyExample};

@@ -1,0 +1,332 @@
+//! Final-answer extraction from a completion.
+//!
+//! Order of precedence: an `<answer>...</answer>` tag, then the last `\boxed{}` / `\fbox{}`
+//! (nested braces balanced; an unclosed last box means no boxed answer), then whichever textual
+//! marker comes *last* in the text (`#### 42`, `Final answer: ...`, `**Answer:** ...`,
+//! `the answer is ...`), and finally, when allowed, the last number in the text. Each source
+//! can be switched off through [`super::MathOptions::extract`].
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::{ExtractMode, MathOptions};
+
+/// Longest completion scanned (bytes); the tail is kept, since answers come last.
+const MAX_SCAN: usize = 64 * 1024;
+
+/// Extracts the final answer of `text` (see the module doc); `None` when there is none.
+pub fn extract_answer(text: &str, opts: &MathOptions) -> Option<String> {
+    let text = tail(text, MAX_SCAN);
+    let on = |m: ExtractMode| opts.extract.contains(&m);
+    if on(ExtractMode::AnswerTag) {
+        if let Some(inner) = answer_tag(text) {
+            if on(ExtractMode::Boxed) {
+                if let Some(b) = last_boxed(inner) {
+                    return Some(b);
+                }
+            }
+            let t = clean(inner);
+            if !t.is_empty() {
+                return Some(t);
+            }
+        }
+    }
+    if on(ExtractMode::Boxed) {
+        if let Some(b) = last_boxed(text) {
+            return Some(b);
+        }
+    }
+    if let Some(t) = last_marker(text, opts) {
+        return Some(t);
+    }
+    if opts.allow_last_number || on(ExtractMode::LastNumber) {
+        return last_number(text);
+    }
+    None
+}
+
+/// The last `max` bytes of `s`, cut at a character boundary.
+fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Contents of the last closed `<answer>...</answer>`.
+fn answer_tag(text: &str) -> Option<&str> {
+    let lower_open = rfind_ci(text, "<answer>")?;
+    let inner = &text[lower_open + "<answer>".len()..];
+    let close = find_ci(inner, "</answer>")?;
+    Some(&inner[..close])
+}
+
+/// ASCII-case-insensitive `find`.
+fn find_ci(hay: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    if n.len() > h.len() {
+        return None;
+    }
+    (0..=h.len() - n.len()).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+}
+
+/// ASCII-case-insensitive `rfind`.
+fn rfind_ci(hay: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    if n.len() > h.len() {
+        return None;
+    }
+    (0..=h.len() - n.len())
+        .rev()
+        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+}
+
+/// The contents of the last `\boxed{...}` / `\fbox{...}` / `\boxed 5`.
+pub(crate) fn last_boxed(text: &str) -> Option<String> {
+    let pos = match (text.rfind("\\boxed"), text.rfind("\\fbox")) {
+        (Some(a), Some(b)) => a.max(b),
+        (a, b) => a.or(b)?,
+    };
+    let cmd_len = if text[pos..].starts_with("\\boxed") {
+        6
+    } else {
+        5
+    };
+    let rest = &text[pos + cmd_len..];
+    let trimmed = rest.trim_start();
+    if let Some(body) = trimmed.strip_prefix('{') {
+        let mut depth = 1usize;
+        for (i, c) in body.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        let inner = body[..i].trim();
+                        return if inner.is_empty() {
+                            None
+                        } else {
+                            Some(inner.to_string())
+                        };
+                    }
+                }
+                _ => {}
+            }
+        }
+        return None; // unclosed: truncated
+    }
+    // `\boxed 5`: one token up to a space or `$`
+    if rest.starts_with(' ') {
+        let tok: String = trimmed
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '$')
+            .collect();
+        let tok = tok.trim_end_matches(['.', ',']).to_string();
+        if !tok.is_empty() {
+            return Some(tok);
+        }
+    }
+    None
+}
+
+/// The textual marker that occurs last in the text, with the answer after it.
+fn last_marker(text: &str, opts: &MathOptions) -> Option<String> {
+    static HASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"####").expect("static regex"));
+    static FINAL: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?i)final\s+answer(?:\s+is)?\s*(?:\*\*)?\s*[:=]?").expect("static regex")
+    });
+    static COLON: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?i)\banswer\s*(?:\*\*|__)?\s*[:=]").expect("static regex"));
+    static IS: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?i)\banswer\s+(?:is|would\s+be|should\s+be|will\s+be|=)\s*:?")
+            .expect("static regex")
+    });
+    let mut best: Option<(usize, usize)> = None; // (match start, answer start)
+    let mut consider = |re: &Regex, mode: ExtractMode| {
+        if !opts.extract.contains(&mode) {
+            return;
+        }
+        if let Some(m) = re.find_iter(text).last() {
+            if best.is_none_or(|(s, _)| m.start() >= s) {
+                best = Some((m.start(), m.end()));
+            }
+        }
+    };
+    consider(&HASH, ExtractMode::Hash);
+    consider(&FINAL, ExtractMode::FinalAnswer);
+    consider(&COLON, ExtractMode::AnswerColon);
+    consider(&IS, ExtractMode::AnswerIs);
+    let (_, start) = best?;
+    let after = &text[start..];
+    // the answer is on the marker's line, or on the next non-empty line
+    let mut lines = after.lines();
+    let mut line = lines.next().unwrap_or("");
+    let stripped = line.trim().trim_matches(['*', '_', ':', ' ']);
+    if stripped.is_empty() {
+        line = lines.find(|l| !l.trim().is_empty()).unwrap_or("");
+        if line.trim() == "$$" || line.trim() == "\\[" {
+            line = lines.next().unwrap_or("");
+        }
+    }
+    let t = clean(line);
+    if t.is_empty() {
+        None
+    } else {
+        Some(t)
+    }
+}
+
+/// Cleans a captured answer: markdown, the first math segment when there is one, the end of
+/// the sentence, and trailing explanations (`, which ...`, ` because ...`).
+fn clean(s: &str) -> String {
+    let s = s.trim();
+    if let Some(b) = last_boxed(s) {
+        return b;
+    }
+    let s = s.replace("**", "").replace('`', "");
+    let s = s.trim().trim_start_matches([':', '=']).trim();
+    if let Some(m) = first_math(s) {
+        return m.trim().to_string();
+    }
+    let mut end = s.len();
+    let bytes = s.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'.' {
+            let next = bytes.get(i + 1);
+            let prev_digit = i > 0 && bytes[i - 1].is_ascii_digit();
+            let next_digit = next.is_some_and(|n| n.is_ascii_digit());
+            let dots = next == Some(&b'.') || (i > 0 && bytes[i - 1] == b'.');
+            if (next.is_none() || next.is_some_and(|n| n.is_ascii_whitespace()))
+                && !(prev_digit && next_digit)
+                && !dots
+            {
+                end = i;
+                break;
+            }
+        }
+    }
+    let mut s = &s[..end];
+    for stop in [
+        ", which",
+        ", so ",
+        " because",
+        " since",
+        ", since",
+        ", as ",
+        " as the ",
+        " (since",
+        " (because",
+        " for the ",
+        " in total",
+        ", and the",
+        " given",
+    ] {
+        if let Some(p) = find_ci(s, stop) {
+            if p > 0 {
+                s = &s[..p];
+            }
+        }
+    }
+    s.trim()
+        .trim_matches(|c: char| c == '"' || c == '\'' || c == '*' || c == '_')
+        .trim()
+        .to_string()
+}
+
+/// The first complete `$...$`, `$$...$$`, `\(...\)` or `\[...\]` segment.
+fn first_math(s: &str) -> Option<&str> {
+    for (open, close) in [("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")] {
+        if let Some(a) = s.find(open) {
+            let body = &s[a + open.len()..];
+            if let Some(b) = body.find(close) {
+                let inner = &body[..b];
+                if !inner.trim().is_empty() {
+                    return Some(inner);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The last number in the text (`-3`, `1,000`, `2.5`, `3/4`).
+fn last_number(text: &str) -> Option<String> {
+    static NUM: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"-?\d(?:[\d,]*\d)?(?:\.\d+)?(?:/\d+)?").expect("static regex")
+    });
+    NUM.find_iter(text).last().map(|m| m.as_str().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(s: &str) -> Option<String> {
+        extract_answer(s, &MathOptions::default())
+    }
+
+    #[test]
+    fn boxed() {
+        assert_eq!(ex("so \\boxed{\\frac{1}{2}}."), Some("\\frac{1}{2}".into()));
+        assert_eq!(ex("\\boxed{1} then \\boxed{2}"), Some("2".into()));
+        assert_eq!(ex("\\fbox{7}"), Some("7".into()));
+        assert_eq!(ex("$\\boxed 5$"), Some("5".into()));
+        assert_eq!(ex("\\boxed{\\{1,2\\}}"), Some("\\{1,2\\}".into()));
+        // unclosed last box: not the earlier one
+        let opts = MathOptions {
+            allow_last_number: false,
+            ..MathOptions::default()
+        };
+        assert_eq!(
+            extract_answer("\\boxed{1} ... \\boxed{\\frac{2}{3}", &opts),
+            None
+        );
+    }
+
+    #[test]
+    fn markers() {
+        assert_eq!(ex("blah\n#### 1,234"), Some("1,234".into()));
+        assert_eq!(ex("So the answer is 42."), Some("42".into()));
+        assert_eq!(
+            ex("The answer is $\\frac{3}{4}$ since ..."),
+            Some("\\frac{3}{4}".into())
+        );
+        assert_eq!(ex("Final Answer: 3.5."), Some("3.5".into()));
+        assert_eq!(ex("**Answer:** (B)"), Some("(B)".into()));
+        assert_eq!(ex("**Final Answer**\n\n$$x = 2$$"), Some("x = 2".into()));
+        assert_eq!(ex("<answer>12</answer>"), Some("12".into()));
+        assert_eq!(ex("<answer>so \\boxed{12}</answer>"), Some("12".into()));
+        assert_eq!(
+            ex("Answer: 5. Wait, that is wrong. The answer is 7."),
+            Some("7".into())
+        );
+        assert_eq!(
+            ex("The answer is 18, which is the total."),
+            Some("18".into())
+        );
+    }
+
+    #[test]
+    fn fallback_and_modes() {
+        assert_eq!(ex("She has 3 apples and buys 4, so 7"), Some("7".into()));
+        let opts = MathOptions {
+            allow_last_number: false,
+            ..MathOptions::default()
+        };
+        assert_eq!(extract_answer("She has 7 apples", &opts), None);
+        let only_hash = MathOptions {
+            extract: vec![ExtractMode::Hash],
+            allow_last_number: false,
+            ..MathOptions::default()
+        };
+        assert_eq!(extract_answer("\\boxed{3}", &only_hash), None);
+        assert_eq!(extract_answer("#### 3", &only_hash), Some("3".into()));
+        assert_eq!(ex(""), None);
+        assert_eq!(ex("no digits here"), None);
+    }
+}

@@ -1,0 +1,354 @@
+//! The `math` verifier: extracts the final answer of a completion and checks it against the
+//! reference answer for mathematical equivalence (numbers, fractions, LaTeX, expressions,
+//! tuples, sets, intervals, multiple choice). Reward 1 for an equivalent answer, 0 otherwise.
+//!
+//! [`extract_answer`] and [`answers_equivalent`] are public so other verifiers can reuse them.
+
+mod equivalence;
+mod extract;
+mod normalize;
+mod parse;
+
+pub use equivalence::answers_equivalent;
+pub use extract::extract_answer;
+
+use crate::{Group, Score, Verifier, VerifierError};
+
+/// One source of final answers in a completion (see [`extract_answer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtractMode {
+    /// `<answer>...</answer>`.
+    AnswerTag,
+    /// The last `\boxed{...}` or `\fbox{...}`.
+    Boxed,
+    /// GSM8K style `#### 42`.
+    Hash,
+    /// `Final answer: ...` / `The final answer is ...`.
+    FinalAnswer,
+    /// `Answer: ...` / `**Answer:** ...`.
+    AnswerColon,
+    /// `... the answer is ...`.
+    AnswerIs,
+    /// The last number in the text (same as `allow_last_number`).
+    LastNumber,
+}
+
+impl ExtractMode {
+    /// Every mode with its configuration name.
+    pub const ALL: [(&'static str, ExtractMode); 7] = [
+        ("answer_tag", ExtractMode::AnswerTag),
+        ("boxed", ExtractMode::Boxed),
+        ("hash", ExtractMode::Hash),
+        ("final_answer", ExtractMode::FinalAnswer),
+        ("answer_colon", ExtractMode::AnswerColon),
+        ("answer_is", ExtractMode::AnswerIs),
+        ("last_number", ExtractMode::LastNumber),
+    ];
+
+    /// The mode named `name` in a configuration.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+}
+
+/// Options of extraction and equivalence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MathOptions {
+    /// Enabled answer sources (default: all but `last_number`).
+    pub extract: Vec<ExtractMode>,
+    /// Fall back to the last number of the completion when no marker is found (default true).
+    pub allow_last_number: bool,
+    /// Relative tolerance for numeric comparison (default 1e-6).
+    pub rel_tol: f64,
+}
+
+impl Default for MathOptions {
+    fn default() -> Self {
+        Self {
+            extract: vec![
+                ExtractMode::AnswerTag,
+                ExtractMode::Boxed,
+                ExtractMode::Hash,
+                ExtractMode::FinalAnswer,
+                ExtractMode::AnswerColon,
+                ExtractMode::AnswerIs,
+            ],
+            allow_last_number: true,
+            rel_tol: 1e-6,
+        }
+    }
+}
+
+impl MathOptions {
+    /// Reads options from JSON: `{"extract": [..names..], "rel_tol": 1e-6,
+    /// "allow_last_number": true}`; every key is optional, unknown keys are an error.
+    pub fn from_json(options: &serde_json::Value) -> Result<Self, VerifierError> {
+        let err = |message: String| VerifierError::Config {
+            verifier: "math".to_string(),
+            message,
+        };
+        let mut opts = MathOptions::default();
+        let map = match options {
+            serde_json::Value::Null => return Ok(opts),
+            serde_json::Value::Object(map) => map,
+            other => return Err(err(format!("options must be a JSON object, got {other}"))),
+        };
+        for (key, value) in map {
+            match key.as_str() {
+                "extract" => {
+                    let list = value
+                        .as_array()
+                        .ok_or_else(|| err("`extract` must be a list of mode names".into()))?;
+                    let mut modes = Vec::new();
+                    for item in list {
+                        let name = item.as_str().ok_or_else(|| {
+                            err(format!("`extract` entry {item} is not a string"))
+                        })?;
+                        let mode = ExtractMode::from_name(name).ok_or_else(|| {
+                            let known: Vec<&str> =
+                                ExtractMode::ALL.iter().map(|(n, _)| *n).collect();
+                            err(format!(
+                                "unknown extract mode `{name}`; known: {}",
+                                known.join(", ")
+                            ))
+                        })?;
+                        modes.push(mode);
+                    }
+                    opts.extract = modes;
+                }
+                "rel_tol" => {
+                    let t = value
+                        .as_f64()
+                        .filter(|t| t.is_finite() && *t >= 0.0 && *t < 1.0)
+                        .ok_or_else(|| err(format!("`rel_tol` must be in [0, 1), got {value}")))?;
+                    opts.rel_tol = t;
+                }
+                "allow_last_number" => {
+                    opts.allow_last_number = value.as_bool().ok_or_else(|| {
+                        err(format!(
+                            "`allow_last_number` must be a boolean, got {value}"
+                        ))
+                    })?;
+                }
+                other => {
+                    return Err(err(format!(
+                        "unknown option `{other}`; known: extract, rel_tol, allow_last_number"
+                    )))
+                }
+            }
+        }
+        Ok(opts)
+    }
+}
+
+/// The reference answer as a final answer: a full solution with `\boxed{}` or `#### x` is
+/// reduced to that answer; anything else is used as is.
+fn reference_answer(gold: &str) -> String {
+    if gold.contains("\\boxed") || gold.contains("\\fbox") {
+        if let Some(b) = extract::last_boxed(gold) {
+            return b;
+        }
+    }
+    if let Some(pos) = gold.rfind("####") {
+        let rest = gold[pos + 4..].trim();
+        if !rest.is_empty() {
+            return rest.lines().next().unwrap_or(rest).trim().to_string();
+        }
+    }
+    gold.to_string()
+}
+
+/// The `math` verifier (see the module doc).
+#[derive(Debug, Clone, Default)]
+pub struct MathVerifier {
+    /// Extraction and equivalence options.
+    pub options: MathOptions,
+}
+
+impl MathVerifier {
+    /// A verifier with the given options.
+    pub fn new(options: MathOptions) -> Self {
+        Self { options }
+    }
+
+    /// Builds the verifier from its JSON options (see [`MathOptions::from_json`]).
+    pub fn from_config(options: &serde_json::Value) -> Result<Self, VerifierError> {
+        Ok(Self::new(MathOptions::from_json(options)?))
+    }
+
+    /// Scores one completion against a reference answer.
+    pub fn score_one(&self, completion: &str, gold: &str) -> Score {
+        let gold = reference_answer(gold);
+        let extracted = extract_answer(completion, &self.options);
+        let correct = extracted
+            .as_deref()
+            .is_some_and(|p| answers_equivalent(p, &gold, &self.options));
+        let mut score = Score::reward(if correct { 1.0 } else { 0.0 });
+        score
+            .components
+            .insert("correct".into(), if correct { 1.0 } else { 0.0 });
+        score.components.insert(
+            "extracted".into(),
+            if extracted.is_some() { 1.0 } else { 0.0 },
+        );
+        score
+    }
+}
+
+impl Verifier for MathVerifier {
+    fn name(&self) -> &str {
+        "math"
+    }
+
+    fn score(&self, groups: &[Group]) -> Vec<Vec<Score>> {
+        groups
+            .iter()
+            .map(|g| match g.example.answer.as_deref().map(str::trim) {
+                Some(gold) if !gold.is_empty() => g
+                    .completions
+                    .iter()
+                    .map(|c| self.score_one(c, gold))
+                    .collect(),
+                _ => g
+                    .completions
+                    .iter()
+                    .map(|_| Score::failed("math verifier: the example has no reference answer"))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::VerifyExample;
+
+    fn group(answer: Option<&str>, completions: &[&str]) -> Group {
+        Group {
+            example: VerifyExample {
+                id: "1".into(),
+                answer: answer.map(String::from),
+                ..VerifyExample::default()
+            },
+            completions: completions.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn scores_groups() {
+        let v = MathVerifier::default();
+        assert_eq!(v.name(), "math");
+        let out = v.score(&[
+            group(
+                Some("\\frac{1}{2}"),
+                &["so \\boxed{0.5}", "\\boxed{0.6}", "I don't know"],
+            ),
+            group(None, &["\\boxed{1}"]),
+        ]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len(), 3);
+        assert_eq!(out[0][0].reward, 1.0);
+        assert_eq!(out[0][0].components["correct"], 1.0);
+        assert_eq!(out[0][0].components["extracted"], 1.0);
+        assert_eq!(out[0][1].reward, 0.0);
+        assert_eq!(out[0][1].components["extracted"], 1.0);
+        assert_eq!(out[0][2].reward, 0.0);
+        assert_eq!(out[0][2].components["extracted"], 0.0);
+        assert_eq!(out[1].len(), 1);
+        assert!(out[1][0].error.is_some());
+        assert_eq!(out[1][0].reward, 0.0);
+    }
+
+    #[test]
+    fn reference_solutions_are_reduced() {
+        let v = MathVerifier::default();
+        assert_eq!(
+            v.score_one("#### 72", "She sold 48/2 = 24 ...\n#### 72")
+                .reward,
+            1.0
+        );
+        assert_eq!(
+            v.score_one("\\boxed{3}", "Thus the answer is $\\boxed{3}$.")
+                .reward,
+            1.0
+        );
+    }
+
+    #[test]
+    fn config() {
+        let v = MathVerifier::from_config(&serde_json::json!({
+            "extract": ["boxed"], "rel_tol": 0.01, "allow_last_number": false
+        }));
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => panic!("valid config rejected: {e}"),
+        };
+        assert_eq!(v.options.extract, vec![ExtractMode::Boxed]);
+        assert_eq!(v.options.rel_tol, 0.01);
+        assert!(!v.options.allow_last_number);
+        assert_eq!(v.score_one("\\boxed{3.14}", "\\pi").reward, 1.0);
+        assert_eq!(v.score_one("The answer is 3", "3").reward, 0.0);
+        assert!(MathVerifier::from_config(&serde_json::Value::Null).is_ok());
+        for bad in [
+            serde_json::json!({"tolerance": 1}),
+            serde_json::json!({"extract": ["nope"]}),
+            serde_json::json!({"extract": "boxed"}),
+            serde_json::json!({"rel_tol": -1}),
+            serde_json::json!({"allow_last_number": "yes"}),
+            serde_json::json!([1]),
+        ] {
+            assert!(
+                matches!(
+                    MathVerifier::from_config(&bad),
+                    Err(VerifierError::Config { .. })
+                ),
+                "{bad} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn never_panics_on_hostile_input() {
+        let v = MathVerifier::default();
+        let mut seed: u64 = 12345;
+        let alphabet: Vec<char> =
+            "0123456789{}()[]\\^_$.,-+*/=<>|!%#abcxyz boxedfrac sqrt\u{2212}\u{00e9}\n"
+                .chars()
+                .collect();
+        for n in 0..3000 {
+            let mut s = String::new();
+            for _ in 0..(n % 97) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                s.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            let c = format!("\\boxed{{{s}}}");
+            let score = v.score_one(&c, &s);
+            assert!(score.reward == 0.0 || score.reward == 1.0);
+            let _ = v.score_one(&s, "5");
+        }
+        let hostile = [
+            "\\boxed{10^{100000}}".to_string(),
+            "\\boxed{".repeat(5000),
+            "}".repeat(5000),
+            format!("\\boxed{{{}1{}}}", "(".repeat(5000), ")".repeat(5000)),
+            format!("\\boxed{{{}1{}}}", "(".repeat(300), ")".repeat(300)),
+            format!("\\boxed{{{}}}", "\\frac{".repeat(2000)),
+            "\\boxed{99999999999999999999999!}".to_string(),
+            "\\boxed{0.\\overline{99999999999999999999}}".to_string(),
+            "\\boxed{\\sqrt[0]{2}}".to_string(),
+            String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0x5c, 0x62]).into_owned(),
+        ];
+        for h in &hostile {
+            assert_eq!(v.score_one(h, "10^{100001}").reward, 0.0);
+            let s = v.score_one(h, h);
+            assert!(s.reward == 0.0 || s.reward == 1.0);
+        }
+        assert_eq!(
+            v.score_one("\\boxed{10^{100000}}", "10^{100000}").reward,
+            1.0
+        );
+    }
+}
