@@ -1,3 +1,19 @@
 //! oxrl-datasets: dataset loading (JSONL, JSON, CSV, Parquet, local HF snapshots), field mapping,
 //! prompt rendering, seeded shuffling and splits, synthetic task generators, and task definitions
 //! (dataset + prompt template + verifiers) read from TOML.
+
+pub mod error;
+pub mod example;
+pub mod formats;
+pub mod mapping;
+pub mod shuffle;
+pub mod source;
+pub mod synthetic;
+pub mod template;
+
+pub use error::{DatasetError, Result};
+pub use example::{ChatMessage, Example, Prompt, RecordKind};
+pub use formats::{Format, RawRow, ReadOptions, RowLocation};
+pub use mapping::FieldMapping;
+pub use shuffle::{EpochSampler, EvalSize, SplitMix64};
+pub use template::{PromptConfig, PromptFormat, PromptTemplate};
