@@ -18,6 +18,7 @@ pub mod layers;
 pub mod lora;
 pub mod rope;
 pub mod save;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
@@ -25,3 +26,4 @@ pub use decoder::{StepLogits, StepSeq, TokenLogprobs, TrainForward, Transformer}
 pub use error::{ModelError, Result};
 pub use kv_cache::{CacheConfig, KvCache, SeqCache};
 pub use lora::LoraConfig;
+pub use tokenizer::{ChatMessage, Tokenizer};

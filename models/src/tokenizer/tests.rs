@@ -1,0 +1,1 @@
+//! Unit tests of the tokenizer, chat template and tiny tokenizer.
