@@ -36,6 +36,10 @@ pub fn extract_answer(text: &str, opts: &MathOptions) -> Option<String> {
         if let Some(b) = last_boxed(text) {
             return Some(b);
         }
+        if truncated_box(text) {
+            // the completion stopped while writing its final answer: there is none
+            return None;
+        }
     }
     if let Some(t) = last_marker(text, opts) {
         return Some(t);
@@ -86,12 +90,16 @@ fn rfind_ci(hay: &str, needle: &str) -> Option<usize> {
         .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
-/// The contents of the last `\boxed{...}` / `\fbox{...}` / `\boxed 5`.
-pub(crate) fn last_boxed(text: &str) -> Option<String> {
-    let pos = match (text.rfind("\\boxed"), text.rfind("\\fbox")) {
-        (Some(a), Some(b)) => a.max(b),
-        (a, b) => a.or(b)?,
-    };
+/// The start of the last `\boxed` / `\fbox` command in `text`.
+fn last_box_pos(text: &str) -> Option<usize> {
+    match (text.rfind("\\boxed"), text.rfind("\\fbox")) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The contents of the box command starting at `pos`, and the byte index just after it.
+fn box_at(text: &str, pos: usize) -> Option<(String, usize)> {
     let cmd_len = if text[pos..].starts_with("\\boxed") {
         6
     } else {
@@ -99,6 +107,7 @@ pub(crate) fn last_boxed(text: &str) -> Option<String> {
     };
     let rest = &text[pos + cmd_len..];
     let trimmed = rest.trim_start();
+    let body_start = pos + cmd_len + (rest.len() - trimmed.len());
     if let Some(body) = trimmed.strip_prefix('{') {
         let mut depth = 1usize;
         for (i, c) in body.char_indices() {
@@ -111,7 +120,7 @@ pub(crate) fn last_boxed(text: &str) -> Option<String> {
                         return if inner.is_empty() {
                             None
                         } else {
-                            Some(inner.to_string())
+                            Some((inner.to_string(), body_start + 1 + i + 1))
                         };
                     }
                 }
@@ -126,12 +135,62 @@ pub(crate) fn last_boxed(text: &str) -> Option<String> {
             .chars()
             .take_while(|c| !c.is_whitespace() && *c != '$')
             .collect();
+        let end = body_start + tok.len();
         let tok = tok.trim_end_matches(['.', ',']).to_string();
         if !tok.is_empty() {
-            return Some(tok);
+            return Some((tok, end));
         }
     }
     None
+}
+
+/// Whether the text between two boxes only joins them (`$ or $`, `, `, `\text{ and }`).
+fn only_connectors(gap: &str) -> bool {
+    if gap.len() > 40 {
+        return false;
+    }
+    let mut rest = gap.to_string();
+    for tok in [
+        "\\text", "\\quad", "\\(", "\\)", "and", "or", "{", "}", "$", ",", ";",
+    ] {
+        rest = rest.replace(tok, "");
+    }
+    rest.trim().is_empty()
+}
+
+/// The contents of the last `\boxed{...}` / `\fbox{...}` / `\boxed 5`. Boxes written one after
+/// the other with only connectors between them (`\boxed{2}` and `\boxed{3}`, or a hedge
+/// `\boxed{5}` or `\boxed{6}`) are read together as a list.
+pub(crate) fn last_boxed(text: &str) -> Option<String> {
+    let pos = last_box_pos(text)?;
+    let (last, _) = box_at(text, pos)?;
+    let mut items = vec![last];
+    let mut cur = pos;
+    while items.len() < 16 {
+        let Some(prev) = last_box_pos(&text[..cur]) else {
+            break;
+        };
+        match box_at(text, prev) {
+            Some((b, end)) if end <= cur && only_connectors(&text[end..cur]) => {
+                items.push(b);
+                cur = prev;
+            }
+            _ => break,
+        }
+    }
+    items.reverse();
+    Some(items.join(", "))
+}
+
+/// Whether the last `\boxed{` / `\fbox{` is never closed (the completion was cut off in it).
+fn truncated_box(text: &str) -> bool {
+    let Some(pos) = last_box_pos(text) else {
+        return false;
+    };
+    let rest = text[pos..]
+        .trim_start_matches("\\boxed")
+        .trim_start_matches("\\fbox");
+    rest.trim_start().starts_with('{')
 }
 
 /// The textual marker that occurs last in the text, with the answer after it.
@@ -238,28 +297,74 @@ fn clean(s: &str) -> String {
         .to_string()
 }
 
-/// The first complete `$...$`, `$$...$$`, `\(...\)` or `\[...\]` segment.
-fn first_math(s: &str) -> Option<&str> {
+/// Finds `needle` in `hay` at a position not preceded by a backslash (`\$` is a dollar sign).
+fn find_unescaped(hay: &str, needle: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(p) = hay[from..].find(needle) {
+        let at = from + p;
+        if at == 0 || hay.as_bytes()[at - 1] != b'\\' || needle.starts_with('\\') {
+            return Some(at);
+        }
+        from = at + needle.len();
+    }
+    None
+}
+
+/// The first complete `$...$`, `$$...$$`, `\(...\)` or `\[...\]` segment; segments that follow
+/// it joined only by connectors (`$x = 3$ or $x = -3$`) are appended as a list.
+fn first_math(s: &str) -> Option<String> {
     for (open, close) in [("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")] {
-        if let Some(a) = s.find(open) {
-            let body = &s[a + open.len()..];
-            if let Some(b) = body.find(close) {
-                let inner = &body[..b];
-                if !inner.trim().is_empty() {
-                    return Some(inner);
-                }
+        let mut segments: Vec<&str> = Vec::new();
+        let mut rest = s;
+        while let Some(a) = find_unescaped(rest, open) {
+            if !segments.is_empty() && !only_connectors(&rest[..a]) {
+                break;
             }
+            let body = &rest[a + open.len()..];
+            let Some(b) = find_unescaped(body, close) else {
+                break;
+            };
+            let inner = &body[..b];
+            if inner.trim().is_empty() {
+                break;
+            }
+            segments.push(inner);
+            rest = &body[b + close.len()..];
+            if segments.len() >= 16 {
+                break;
+            }
+        }
+        if !segments.is_empty() {
+            return Some(segments.join(", "));
         }
     }
     None
 }
 
-/// The last number in the text (`-3`, `1,000`, `2.5`, `3/4`).
+/// The last number of the final sentence (`-3`, `1,000`, `2.5`, `3/4`), when the text ends like
+/// a finished sentence or with the number itself; a text that stops mid-sentence (truncated) or
+/// whose last sentence holds no number states no answer.
 fn last_number(text: &str) -> Option<String> {
     static NUM: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"-?\d(?:[\d,]*\d)?(?:\.\d+)?(?:/\d+)?").expect("static regex")
     });
-    NUM.find_iter(text).last().map(|m| m.as_str().to_string())
+    let t = text.trim_end();
+    let finished = t.ends_with(['.', '!', '$', ')', '}', ']', '*'])
+        || t.ends_with(|c: char| c.is_ascii_digit());
+    if !finished {
+        return None;
+    }
+    let body = t.trim_end_matches(['.', '!', '*', ' ']);
+    // the final sentence: after the last newline or sentence-ending ". "
+    let start = body
+        .rfind('\n')
+        .into_iter()
+        .chain(body.rfind(". ").map(|p| p + 1))
+        .max()
+        .unwrap_or(0);
+    NUM.find_iter(&body[start..])
+        .last()
+        .map(|m| m.as_str().trim_end_matches(',').to_string())
 }
 
 #[cfg(test)]
@@ -275,6 +380,11 @@ mod tests {
         assert_eq!(ex("so \\boxed{\\frac{1}{2}}."), Some("\\frac{1}{2}".into()));
         assert_eq!(ex("\\boxed{1} then \\boxed{2}"), Some("2".into()));
         assert_eq!(ex("\\fbox{7}"), Some("7".into()));
+        assert_eq!(ex("$\\boxed{2}$ and $\\boxed{3}$"), Some("2, 3".into()));
+        assert_eq!(
+            ex("\\boxed{2}. Next, we check that \\boxed{3}"),
+            Some("3".into())
+        );
         assert_eq!(ex("$\\boxed 5$"), Some("5".into()));
         assert_eq!(ex("\\boxed{\\{1,2\\}}"), Some("\\{1,2\\}".into()));
         // unclosed last box: not the earlier one
@@ -314,6 +424,13 @@ mod tests {
     #[test]
     fn fallback_and_modes() {
         assert_eq!(ex("She has 3 apples and buys 4, so 7"), Some("7".into()));
+        assert_eq!(
+            ex("She has 3 apples. So she has 7 apples."),
+            Some("7".into())
+        );
+        assert_eq!(ex("Then 3 * 4 = 12 and we add"), None);
+        assert_eq!(ex("So x = 12. We are done."), None);
+        assert_eq!(ex("so the total is \\boxed{12"), None);
         let opts = MathOptions {
             allow_last_number: false,
             ..MathOptions::default()
