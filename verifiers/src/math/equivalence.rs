@@ -10,7 +10,8 @@
 //! Decisions (documented in VERIFIERS.md): a trailing `%` may be read as the bare number or as
 //! the number divided by 100 (`50%` matches `50` and `0.5`), but a bare `50` never matches
 //! `0.5`; a unit on only one side is ignored, two different units are a mismatch; `x = 5`
-//! matches `5`; an equation with no variables (`2+3=5`) is read as its right-hand side.
+//! matches `5`; an equation with no variables (`2+3=5`), or whose right-hand side is a constant
+//! while the reference is a value (`-\frac{b}{a} = -\frac52`), is read as its right-hand side.
 
 use std::sync::LazyLock;
 
@@ -445,6 +446,13 @@ fn same(a: &Ans, b: &Ans, tol: f64, depth: usize) -> bool {
             same(&xs[0], other, tol, depth + 1)
         }
         (Ans::Eq(l1, r1), Ans::Eq(l2, r2)) => equations_equal(l1, r1, l2, r2, tol),
+        // `-\frac{b}{a} = -\frac52` against `-5/2`: a worked equation ending in a constant
+        (Ans::Eq(_, r), Ans::Expr(e)) | (Ans::Expr(e), Ans::Eq(_, r)) => {
+            let mut vars = Vec::new();
+            r.vars(&mut vars);
+            e.vars(&mut vars);
+            vars.is_empty() && exprs_equal(r, e, tol)
+        }
         (Ans::Text(x), Ans::Text(y)) => x == y,
         _ => false,
     }
@@ -688,6 +696,8 @@ mod tests {
         yes("\\frac{x^2-1}{x-1}", "x+1");
         yes("y = 2x + 1", "2x+1");
         yes("x+y=1", "2x+2y=2");
+        yes("-\\frac{b}{a} = -\\frac{5}{2}", "-2.5");
+        no("-\\frac{b}{a} = -\\frac{5}{2}", "2.5");
         no("2x-1", "2x+1");
         no("x^2+1", "x^2-1");
         no("x+y=1", "x-y=1");

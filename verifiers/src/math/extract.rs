@@ -3,7 +3,8 @@
 //! Order of precedence: an `<answer>...</answer>` tag, then the last `\boxed{}` / `\fbox{}`
 //! (nested braces balanced; an unclosed last box means no boxed answer), then whichever textual
 //! marker comes *last* in the text (`#### 42`, `Final answer: ...`, `**Answer:** ...`,
-//! `the answer is ...`), and finally, when allowed, the last number in the text. Each source
+//! `the answer is ...`), then a math segment that ends the last line (`... is $4\pi$.`), and
+//! finally, when allowed, the last number of the final sentence. Each source
 //! can be switched off through [`super::MathOptions::extract`].
 
 use std::sync::LazyLock;
@@ -43,6 +44,11 @@ pub fn extract_answer(text: &str, opts: &MathOptions) -> Option<String> {
     }
     if let Some(t) = last_marker(text, opts) {
         return Some(t);
+    }
+    if on(ExtractMode::LastMath) {
+        if let Some(t) = last_line_math(text) {
+            return Some(t);
+        }
     }
     if opts.allow_last_number || on(ExtractMode::LastNumber) {
         return last_number(text);
@@ -336,6 +342,36 @@ fn first_math(s: &str) -> Option<String> {
         }
         if !segments.is_empty() {
             return Some(segments.join(", "));
+        }
+    }
+    None
+}
+
+/// The last math segment (`$...$`, `\\[...\\]`) of the last non-empty line, when that line ends
+/// with it (up to closing punctuation): `Hence the area is $4\\sqrt{2}$.`
+fn last_line_math(text: &str) -> Option<String> {
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?.trim();
+    let line = line.trim_end_matches(['.', '!', ' ']);
+    for (open, close) in [("$$", "$$"), ("\\]", "\\["), ("\\)", "\\("), ("$", "$")] {
+        // `open`/`close` are swapped here: we search backwards from the end
+        let Some(body) = line.strip_suffix(open) else {
+            continue;
+        };
+        let start = if close == "$" {
+            let mut from = body.len();
+            loop {
+                let p = body[..from].rfind('$')?;
+                if p == 0 || body.as_bytes()[p - 1] != b'\\' {
+                    break p;
+                }
+                from = p;
+            }
+        } else {
+            body.rfind(close)?
+        };
+        let inner = body[start + close.len()..].trim();
+        if !inner.is_empty() {
+            return Some(inner.to_string());
         }
     }
     None

@@ -29,19 +29,22 @@ pub enum ExtractMode {
     AnswerColon,
     /// `... the answer is ...`.
     AnswerIs,
+    /// The last `$...$` / `\[...\]` that ends the last line (`Hence the area is $4\pi$.`).
+    LastMath,
     /// The last number in the text (same as `allow_last_number`).
     LastNumber,
 }
 
 impl ExtractMode {
     /// Every mode with its configuration name.
-    pub const ALL: [(&'static str, ExtractMode); 7] = [
+    pub const ALL: [(&'static str, ExtractMode); 8] = [
         ("answer_tag", ExtractMode::AnswerTag),
         ("boxed", ExtractMode::Boxed),
         ("hash", ExtractMode::Hash),
         ("final_answer", ExtractMode::FinalAnswer),
         ("answer_colon", ExtractMode::AnswerColon),
         ("answer_is", ExtractMode::AnswerIs),
+        ("last_math", ExtractMode::LastMath),
         ("last_number", ExtractMode::LastNumber),
     ];
 
@@ -72,6 +75,7 @@ impl Default for MathOptions {
                 ExtractMode::FinalAnswer,
                 ExtractMode::AnswerColon,
                 ExtractMode::AnswerIs,
+                ExtractMode::LastMath,
             ],
             allow_last_number: true,
             rel_tol: 1e-6,
