@@ -569,19 +569,24 @@ impl Transformer {
         let g = cfg.gqa_group();
         let positions: Vec<usize> = (0..t).collect();
         let (cos, sin) = self.rope.cos_sin(&positions, self.dtype, &self.device)?;
-        // Additive mask [b, 1, 1, t, t]: causal within each sequence's real tokens.
-        let mut mask = vec![0f32; b * t * t];
-        for (bi, &len) in lengths.iter().enumerate() {
-            for i in 0..t {
-                for j in 0..t {
-                    let ok = j < len && (j <= i || i >= len);
-                    if !ok {
-                        mask[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+        let fused = crate::ops::supported(self.embed.get(false));
+        // Additive mask [b, 1, 1, t, t] for the composed path: causal within each sequence's real
+        // tokens (padded queries see every real key so no row is empty).
+        let mask = if fused {
+            None
+        } else {
+            let mut mask = vec![0f32; b * t * t];
+            for (bi, &len) in lengths.iter().enumerate() {
+                for i in 0..t {
+                    for j in 0..t {
+                        if !(j < len && (j <= i || i >= len)) {
+                            mask[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+                        }
                     }
                 }
             }
-        }
-        let mask = Tensor::from_vec(mask, (b, 1, 1, t, t), &self.device)?.to_dtype(self.dtype)?;
+            Some(Tensor::from_vec(mask, (b, 1, 1, t, t), &self.device)?.to_dtype(self.dtype)?)
+        };
         let scale = 1.0 / (d as f64).sqrt();
         let track_base = mode.track && self.base_trainable;
         let mut x = self.embed_tokens(ids, mode.track)?;
@@ -603,8 +608,14 @@ impl Transformer {
             // Group query heads by their kv head: [b, nkv, g·t, d].
             let q = q.reshape((b, nkv, g * t, d))?;
             let att = (q.matmul(&k.t()?)? * scale)?;
-            let att = att.reshape((b, nkv, g, t, t))?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?.reshape((b, nkv, g * t, t))?;
+            let att = match &mask {
+                None => crate::ops::masked_softmax(&att.reshape((b, nkv, g, t, t))?, lengths)?,
+                Some(mask) => candle_nn::ops::softmax(
+                    &att.reshape((b, nkv, g, t, t))?.broadcast_add(mask)?,
+                    D::Minus1,
+                )?,
+            };
+            let att = att.reshape((b, nkv, g * t, t))?;
             let y = att
                 .matmul(&v)?
                 .reshape((b, nh, t, d))?
@@ -669,23 +680,34 @@ impl Transformer {
             targets.extend_from_slice(&ids[bi * t + 1..(bi + 1) * t]);
             valid.extend((0..t).map(|j| if j >= 1 && j < len { 1f32 } else { 0f32 }));
         }
-        let targets = Tensor::from_vec(targets, (b * (t - 1), 1), &self.device)?;
         let valid = Tensor::from_vec(valid, (b, t), &self.device)?.to_dtype(work)?;
-        let lse = logits.log_sum_exp(D::Minus1)?;
-        let picked = logits.gather(&targets, 1)?.squeeze(1)?;
         let shift = |x: Tensor| -> Result<Tensor> {
             let x = x.reshape((b, t - 1))?;
             let zero = Tensor::zeros((b, 1), work, &self.device)?;
             Ok((Tensor::cat(&[&zero, &x], 1)? * &valid)?)
         };
-        let logprobs = shift((picked - &lse)?)?;
-        let entropy = if opts.entropy {
-            let p = candle_nn::ops::softmax(&logits, D::Minus1)?;
-            let ent = (&lse - (p * &logits)?.sum(D::Minus1)?)?;
-            Some(shift(ent)?)
+        let (logprobs, entropy) = if crate::ops::supported(&logits) {
+            let lp = crate::ops::target_logprob(&logits, &targets)?;
+            let ent = if opts.entropy {
+                Some(crate::ops::entropy(&logits)?)
+            } else {
+                None
+            };
+            (lp, ent)
         } else {
-            None
+            let targets = Tensor::from_vec(targets, (b * (t - 1), 1), &self.device)?;
+            let lse = logits.log_sum_exp(D::Minus1)?;
+            let picked = logits.gather(&targets, 1)?.squeeze(1)?;
+            let ent = if opts.entropy {
+                let p = candle_nn::ops::softmax(&logits, D::Minus1)?;
+                Some((&lse - (p * &logits)?.sum(D::Minus1)?)?)
+            } else {
+                None
+            };
+            ((picked - &lse)?, ent)
         };
+        let logprobs = shift(logprobs)?;
+        let entropy = entropy.map(shift).transpose()?;
         Ok(TokenLogprobs { logprobs, entropy })
     }
 

@@ -122,9 +122,18 @@ impl Linear {
     }
 }
 
-/// RMSNorm over the last dimension with differentiable ops (candle's fused `rms_norm` has no
-/// backward on contiguous inputs). Computes in f32 (or f64) like HF, then casts back.
+/// Differentiable RMSNorm over the last dimension: the fused kernel of [`crate::ops`] where it
+/// applies (f32/f64 on CPU), the composed version otherwise.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if crate::ops::supported(x) && x.dtype() == weight.dtype() {
+        return Ok(crate::ops::rms_norm(x, weight, eps)?);
+    }
+    rms_norm_composed(x, weight, eps)
+}
+
+/// RMSNorm over the last dimension with composed differentiable ops (candle's fused `rms_norm`
+/// has no backward on contiguous inputs). Computes in f32 (or f64) like HF, then casts back.
+pub fn rms_norm_composed(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
     let work = if dtype == DType::F64 {
         DType::F64

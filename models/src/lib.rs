@@ -16,6 +16,7 @@ pub mod init;
 pub mod kv_cache;
 pub mod layers;
 pub mod lora;
+pub mod ops;
 pub mod rope;
 pub mod save;
 pub mod tokenizer;
