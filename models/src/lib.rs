@@ -18,6 +18,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod lora;
 pub mod ops;
+pub mod resolve;
 pub mod rope;
 pub mod save;
 pub mod tokenizer;
