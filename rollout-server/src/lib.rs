@@ -1,2 +1,10 @@
 //! oxrl-rollout: the generation engine (scheduler, sampler, KV-cache manager) and the axum HTTP
 //! server (OpenAI-compatible API, rollout API, versioned weight updates, metrics).
+
+pub mod client;
+pub mod engine;
+pub mod types;
+
+pub use client::{RolloutClient, RolloutError};
+pub use engine::{EngineConfig, EngineHandle, EngineMetrics, ResponseReceiver, TokenDecoder};
+pub use types::*;

@@ -1,0 +1,2 @@
+//! Per-request and per-sample state: generated tokens, logprobs, incremental detokenisation and
+//! stop conditions.
