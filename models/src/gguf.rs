@@ -556,3 +556,402 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<GgufModel
         tokenizer,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+
+    const H: usize = 32;
+    const HEADS: usize = 4;
+    const KV: usize = 2;
+    const HD: usize = 8;
+    const FF: usize = 64;
+
+    fn tokens() -> Vec<String> {
+        let mut t: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        t.extend(
+            crate::tokenizer::bpe::bytes_to_unicode()
+                .iter()
+                .map(|c| c.to_string()),
+        );
+        t.push("Ġt".into());
+        t
+    }
+
+    /// Deterministic values in [-1, 1].
+    fn values(shape: &[usize], seed: usize) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) as f32 * 0.001).sin())
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// convert_hf_to_gguf's `permute`: rows (n, 2, hd/2) -> (n, hd/2, 2).
+    fn permute(t: &Tensor, n: usize) -> Tensor {
+        let (rows, cols) = t.dims2().unwrap();
+        t.reshape((n, 2, rows / n / 2, cols))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((rows, cols))
+            .unwrap()
+    }
+
+    struct Spec {
+        arch: &'static str,
+        tok_model: &'static str,
+        dtype: GgmlDType,
+        with_output: bool,
+    }
+
+    const LLAMA_F32: Spec = Spec {
+        arch: "llama",
+        tok_model: "gpt2",
+        dtype: GgmlDType::F32,
+        with_output: false,
+    };
+
+    /// Writes a one-layer llama GGUF; returns the HF tensors it encodes.
+    fn write_gguf(path: &Path, spec: &Spec) -> HashMap<String, Tensor> {
+        let toks = tokens();
+        let vocab = toks.len();
+        let mut hf: Vec<(String, &str, Tensor)> = vec![
+            (
+                "model.embed_tokens.weight".into(),
+                "token_embd.weight",
+                values(&[vocab, H], 1),
+            ),
+            (
+                "model.norm.weight".into(),
+                "output_norm.weight",
+                values(&[H], 2),
+            ),
+        ];
+        let l = "model.layers.0";
+        for (hfn, gn, shape, seed) in [
+            ("input_layernorm.weight", "attn_norm.weight", vec![H], 3),
+            (
+                "post_attention_layernorm.weight",
+                "ffn_norm.weight",
+                vec![H],
+                4,
+            ),
+            (
+                "self_attn.q_proj.weight",
+                "attn_q.weight",
+                vec![HEADS * HD, H],
+                5,
+            ),
+            (
+                "self_attn.k_proj.weight",
+                "attn_k.weight",
+                vec![KV * HD, H],
+                6,
+            ),
+            (
+                "self_attn.v_proj.weight",
+                "attn_v.weight",
+                vec![KV * HD, H],
+                7,
+            ),
+            (
+                "self_attn.o_proj.weight",
+                "attn_output.weight",
+                vec![H, HEADS * HD],
+                8,
+            ),
+            ("mlp.gate_proj.weight", "ffn_gate.weight", vec![FF, H], 9),
+            ("mlp.up_proj.weight", "ffn_up.weight", vec![FF, H], 10),
+            ("mlp.down_proj.weight", "ffn_down.weight", vec![H, FF], 11),
+        ] {
+            let gname: &'static str = Box::leak(format!("blk.0.{gn}").into_boxed_str());
+            hf.push((format!("{l}.{hfn}"), gname, values(&shape, seed)));
+        }
+        if spec.with_output {
+            hf.push((
+                "lm_head.weight".into(),
+                "output.weight",
+                values(&[vocab, H], 12),
+            ));
+        }
+        let mut q = Vec::new();
+        for (name, gname, t) in &hf {
+            let stored = if name.ends_with("q_proj.weight") {
+                permute(t, HEADS)
+            } else if name.ends_with("k_proj.weight") {
+                permute(t, KV)
+            } else {
+                t.clone()
+            };
+            let dt = if t.rank() == 1 {
+                GgmlDType::F32
+            } else {
+                spec.dtype
+            };
+            q.push((*gname, QTensor::quantize(&stored, dt).unwrap()));
+        }
+        let s = |x: &str| gguf_file::Value::String(x.to_string());
+        let mut types = vec![gguf_file::Value::I32(1); vocab];
+        for t in types.iter_mut().take(3) {
+            *t = gguf_file::Value::I32(3);
+        }
+        let a = spec.arch;
+        let md: Vec<(String, gguf_file::Value)> = vec![
+            ("general.architecture".into(), s(a)),
+            (
+                format!("{a}.embedding_length"),
+                gguf_file::Value::U32(H as u32),
+            ),
+            (format!("{a}.block_count"), gguf_file::Value::U32(1)),
+            (
+                format!("{a}.feed_forward_length"),
+                gguf_file::Value::U32(FF as u32),
+            ),
+            (
+                format!("{a}.attention.head_count"),
+                gguf_file::Value::U32(HEADS as u32),
+            ),
+            (
+                format!("{a}.attention.head_count_kv"),
+                gguf_file::Value::U32(KV as u32),
+            ),
+            (
+                format!("{a}.rope.dimension_count"),
+                gguf_file::Value::U32(HD as u32),
+            ),
+            (
+                format!("{a}.rope.freq_base"),
+                gguf_file::Value::F32(500_000.0),
+            ),
+            (
+                format!("{a}.attention.layer_norm_rms_epsilon"),
+                gguf_file::Value::F32(1e-6),
+            ),
+            (format!("{a}.context_length"), gguf_file::Value::U32(2048)),
+            ("tokenizer.ggml.model".into(), s(spec.tok_model)),
+            ("tokenizer.ggml.pre".into(), s("smollm")),
+            (
+                "tokenizer.ggml.tokens".into(),
+                gguf_file::Value::Array(toks.iter().map(|t| s(t)).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                gguf_file::Value::Array(types),
+            ),
+            (
+                "tokenizer.ggml.merges".into(),
+                gguf_file::Value::Array(vec![s("Ġ t")]),
+            ),
+            (
+                "tokenizer.ggml.bos_token_id".into(),
+                gguf_file::Value::U32(1),
+            ),
+            (
+                "tokenizer.ggml.eos_token_id".into(),
+                gguf_file::Value::U32(2),
+            ),
+            (
+                "tokenizer.ggml.padding_token_id".into(),
+                gguf_file::Value::U32(0),
+            ),
+            (
+                "tokenizer.chat_template".into(),
+                s("{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}"),
+            ),
+        ];
+        let md_refs: Vec<(&str, &gguf_file::Value)> =
+            md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let q_refs: Vec<(&str, &QTensor)> = q.iter().map(|(n, t)| (*n, t)).collect();
+        let mut f = std::fs::File::create(path).unwrap();
+        gguf_file::write(&mut f, &md_refs, &q_refs).unwrap();
+        hf.into_iter().map(|(n, _, t)| (n, t)).collect()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn f32_gguf_round_trips_exactly() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.gguf");
+        let want = write_gguf(&p, &LLAMA_F32);
+        let m = load_gguf(&p, DType::F32, &Device::Cpu).unwrap();
+        let c = &m.config;
+        assert_eq!(
+            (
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim
+            ),
+            (H, HEADS, KV, HD)
+        );
+        assert_eq!((c.intermediate_size, c.num_hidden_layers), (FF, 1));
+        assert_eq!(c.vocab_size, 260);
+        assert_eq!(c.rope_theta, 500_000.0);
+        assert_eq!(c.rms_norm_eps, 1e-6);
+        assert_eq!(c.max_position_embeddings, 2048);
+        assert!(c.tie_word_embeddings);
+        assert_eq!(c.eos_token_ids, vec![2]);
+        assert_eq!(m.tensors.len(), want.len());
+        for (name, t) in &want {
+            assert_eq!(max_diff(&m.tensors[name], t), 0.0, "{name}");
+        }
+        let tok = &m.tokenizer;
+        assert_eq!(
+            tok.encode("a t<|im_end|>", false).unwrap(),
+            vec![3 + 97, 259, 2]
+        );
+        assert_eq!(tok.eos_token_ids(), &[2]);
+        assert_eq!(tok.pad_token_id(), Some(0));
+        let msgs = [crate::tokenizer::ChatMessage::new("user", "hi")];
+        assert_eq!(
+            tok.apply_chat_template(&msgs, false).unwrap(),
+            "<|im_start|>hi<|im_end|>"
+        );
+    }
+
+    #[test]
+    fn quantised_gguf_dequantises_close_and_untied() {
+        let d = tempfile::tempdir().unwrap();
+        for (dtype, tol) in [
+            (GgmlDType::F16, 1e-3),
+            (GgmlDType::Q8_0, 2e-2),
+            (GgmlDType::Q4_1, 0.1),
+            (GgmlDType::Q4_0, 0.15),
+        ] {
+            let p = d.path().join(format!("m-{dtype:?}.gguf"));
+            let spec = Spec {
+                dtype,
+                with_output: true,
+                ..LLAMA_F32
+            };
+            let want = write_gguf(&p, &spec);
+            let m = load_gguf(&p, DType::BF16, &Device::Cpu).unwrap();
+            assert!(!m.config.tie_word_embeddings);
+            for (name, t) in &want {
+                let got = m.tensors[name].to_dtype(DType::F32).unwrap();
+                assert_eq!(m.tensors[name].dtype(), DType::BF16);
+                let err = max_diff(&got, t);
+                assert!(err < tol + 8e-3, "{dtype:?} {name}: max error {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_files_give_gguf_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.gguf");
+        write_gguf(&p, &LLAMA_F32);
+        let bytes = std::fs::read(&p).unwrap();
+        let cut = d.path().join("cut.gguf");
+        let n = bytes.len();
+        for len in [0, 3, 4, 8, 16, 24, 40, 100, 1000, n / 2, n - 100, n - 1] {
+            std::fs::write(&cut, &bytes[..len]).unwrap();
+            let err = load_gguf(&cut, DType::F32, &Device::Cpu).unwrap_err();
+            assert!(matches!(err, ModelError::Gguf { .. }), "len {len}: {err}");
+        }
+        // Garbage, and garbage behind a valid magic.
+        let mut junk: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&cut, &junk).unwrap();
+        let err = load_gguf(&cut, DType::F32, &Device::Cpu).unwrap_err();
+        assert!(matches!(err, ModelError::Gguf { .. }), "{err}");
+        junk[..4].copy_from_slice(b"GGUF");
+        junk[4..8].copy_from_slice(&3u32.to_le_bytes());
+        std::fs::write(&cut, &junk).unwrap();
+        let err = load_gguf(&cut, DType::F32, &Device::Cpu).unwrap_err();
+        assert!(matches!(err, ModelError::Gguf { .. }), "{err}");
+        // Flipped bytes inside the header.
+        for pos in [9, 17, 30, 60, 200] {
+            let mut b = bytes.clone();
+            b[pos] ^= 0xff;
+            std::fs::write(&cut, &b).unwrap();
+            let _ = load_gguf(&cut, DType::F32, &Device::Cpu);
+        }
+        assert!(matches!(
+            load_gguf(&d.path().join("absent.gguf"), DType::F32, &Device::Cpu),
+            Err(ModelError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn unsupported_arch_and_tokenizer_are_clear_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.gguf");
+        write_gguf(
+            &p,
+            &Spec {
+                arch: "gemma2",
+                ..LLAMA_F32
+            },
+        );
+        let err = load_gguf(&p, DType::F32, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("architecture `gemma2` is not supported"),
+            "{err}"
+        );
+        write_gguf(
+            &p,
+            &Spec {
+                tok_model: "llama",
+                ..LLAMA_F32
+            },
+        );
+        let err = load_gguf(&p, DType::F32, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer model `llama` is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn names_map_to_hf() {
+        assert_eq!(
+            gguf_to_hf_name("blk.12.attn_q.weight").as_deref(),
+            Some("model.layers.12.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            gguf_to_hf_name("blk.0.ffn_down.weight").as_deref(),
+            Some("model.layers.0.mlp.down_proj.weight")
+        );
+        assert_eq!(
+            gguf_to_hf_name("output.weight").as_deref(),
+            Some("lm_head.weight")
+        );
+        assert_eq!(gguf_to_hf_name("rope_freqs.weight"), None);
+        assert_eq!(gguf_to_hf_name("blk.x.attn_q.weight"), None);
+        // un-permute inverts permute, for 1-D (bias) rows too.
+        let t = values(&[16, 3], 5);
+        assert_eq!(
+            max_diff(&unpermute_qk(&permute(&t, 2), 2).unwrap(), &t),
+            0.0
+        );
+        let b = Tensor::arange(0f32, 8., &Device::Cpu).unwrap();
+        let v: Vec<f32> = unpermute_qk(&b, 1).unwrap().to_vec1().unwrap();
+        assert_eq!(v, [0., 2., 4., 6., 1., 3., 5., 7.]);
+        assert!(unpermute_qk(&t, 5).is_err());
+    }
+}

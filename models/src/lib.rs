@@ -27,6 +27,8 @@ pub mod weights;
 pub use config::{Arch, ModelConfig, RopeScaling};
 pub use decoder::{StepLogits, StepSeq, TokenLogprobs, TrainForward, Transformer};
 pub use error::{ModelError, Result};
+pub use gguf::{load_gguf, GgufModel};
 pub use kv_cache::{CacheConfig, KvCache, SeqCache};
 pub use lora::LoraConfig;
+pub use resolve::{resolve_model, ModelSource};
 pub use tokenizer::{ChatMessage, Tokenizer};
