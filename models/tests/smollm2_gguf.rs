@@ -175,4 +175,21 @@ fn smollm2_gguf_loads_like_hf() {
         tok.decode(&ids, true).unwrap(),
         "system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face\nuser\nWhat is the capital of France?\nassistant\n"
     );
+
+    // Saved as HF tokenizer files, it reloads unchanged.
+    let dir = std::env::var("OXRL_SMOLLM2_TOKENIZER_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::temp_dir().join(format!("oxrl-smollm2-tok-{}", std::process::id()))
+        });
+    tok.save(&dir).unwrap();
+    let re = oxrl_models::Tokenizer::from_dir(&dir).unwrap();
+    for (text, ids) in HF_IDS {
+        assert_eq!(re.encode(text, true).unwrap(), *ids, "{text:?}");
+    }
+    assert_eq!(re.eos_token_ids(), tok.eos_token_ids());
+    assert_eq!(re.apply_chat_template(&msgs, true).unwrap(), prompt);
+    if std::env::var("OXRL_SMOLLM2_TOKENIZER_OUT").is_err() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
