@@ -178,3 +178,16 @@ pub fn write_random_weights(dir: &Path, cfg: &ModelConfig, std: f64, seed: u64) 
     std::fs::write(&config_path, text).map_err(|e| ModelError::io(&config_path, e))?;
     save_file(&tensors, &dir.join("model.safetensors"))
 }
+
+/// Writes a complete random model with the tiny tokenizer (`config.json`, `model.safetensors`,
+/// tokenizer files) into `dir`: what `oxrl init-model` and the tests use. The model's vocabulary
+/// must be at least the tokenizer's (`vocab_size >= 300`).
+pub fn write_random_model(dir: &Path, spec: &InitSpec) -> Result<ModelConfig> {
+    let tokenizer = crate::tokenizer::tiny::tiny_tokenizer(spec.vocab_size)?;
+    let mut cfg = spec.config()?;
+    cfg.eos_token_ids = tokenizer.eos_token_ids().to_vec();
+    cfg.bos_token_id = tokenizer.bos_token_id();
+    write_random_weights(dir, &cfg, spec.init_std, spec.seed)?;
+    tokenizer.save(dir)?;
+    Ok(cfg)
+}

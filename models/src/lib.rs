@@ -16,6 +16,7 @@ pub mod gguf;
 pub mod init;
 pub mod kv_cache;
 pub mod layers;
+pub mod load;
 pub mod lora;
 pub mod ops;
 pub mod resolve;
@@ -29,6 +30,7 @@ pub use decoder::{StepLogits, StepSeq, TokenLogprobs, TrainForward, Transformer}
 pub use error::{ModelError, Result};
 pub use gguf::{load_gguf, GgufModel};
 pub use kv_cache::{CacheConfig, KvCache, SeqCache};
+pub use load::{LoadOptions, LoadedModel};
 pub use lora::LoraConfig;
 pub use resolve::{resolve_model, ModelSource};
 pub use tokenizer::{ChatMessage, Tokenizer};

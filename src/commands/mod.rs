@@ -2,6 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod generate;
+pub mod init_model;
+pub mod logprobs;
+mod model_arg;
+
 /// oxrl: LLM post-training in one binary.
 #[derive(Parser, Debug)]
 #[command(name = "oxrl", version, about)]
@@ -15,11 +20,20 @@ pub struct Cli {
 pub enum Command {
     /// Print the version.
     Version,
+    /// Stream a completion of one prompt to stdout.
+    Generate(generate::GenerateArgs),
+    /// Print per-token log-probabilities of a text or token ids as JSON.
+    Logprobs(logprobs::LogprobsArgs),
+    /// Write a randomly initialised model with a tokenizer in HF layout.
+    InitModel(init_model::InitModelArgs),
 }
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Logprobs(args) => logprobs::run(args),
+        Command::InitModel(args) => init_model::run(args),
         Command::Version => {
             println!("oxrl {}", env!("CARGO_PKG_VERSION"));
             Ok(())
