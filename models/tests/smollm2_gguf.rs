@@ -193,3 +193,101 @@ fn smollm2_gguf_loads_like_hf() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// Greedy decoding through the paged-cache inference path reproduces transformers (f32, same
+/// dequantised weights; `scripts/smollm2_reference.py` wrote the fixture): same prompt ids, same
+/// greedy tokens, and the top-5 logits of the first 4 steps within 1e-3.
+#[test]
+fn smollm2_greedy_matches_transformers() {
+    use oxrl_models::{CacheConfig, KvCache, LoadOptions, LoadedModel, StepLogits, StepSeq};
+    let Some(path) = gguf_path() else { return };
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/smollm2_greedy.json")).expect("fixture JSON");
+    let m = LoadedModel::load(path.to_str().expect("utf-8 path"), &LoadOptions::default())
+        .expect("load GGUF");
+    let messages: Vec<ChatMessage> =
+        serde_json::from_value(fixture["messages"].clone()).expect("messages");
+    let prompt = m
+        .tokenizer
+        .apply_chat_template(&messages, true)
+        .expect("template");
+    assert_eq!(
+        prompt,
+        fixture["prompt_text"].as_str().expect("prompt_text")
+    );
+    let ids = m.tokenizer.encode(&prompt, false).expect("encode");
+    let want_prompt: Vec<u32> =
+        serde_json::from_value(fixture["prompt_ids"].clone()).expect("prompt ids");
+    assert_eq!(ids, want_prompt);
+    let want: Vec<u32> = serde_json::from_value(fixture["greedy_ids"].clone()).expect("greedy ids");
+    let eos = m.eos_token_ids();
+    let mut cache = KvCache::new(
+        &m.config,
+        CacheConfig::for_tokens(ids.len() + 40),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .expect("cache");
+    let mut seq = cache.new_sequence();
+    let mut logits = m
+        .model
+        .step(
+            &mut cache,
+            &mut [StepSeq {
+                cache: &mut seq,
+                tokens: &ids,
+            }],
+            StepLogits::Last,
+        )
+        .expect("prefill");
+    let mut got = Vec::new();
+    for step in 0..want.len() {
+        let row = logits
+            .squeeze(0)
+            .expect("row")
+            .to_vec1::<f32>()
+            .expect("logits");
+        if let Some(top) = fixture["top5"].as_array().and_then(|t| t.get(step)) {
+            for (id, val) in top["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .zip(top["logits"].as_array().expect("logits"))
+            {
+                let (id, val) = (
+                    id.as_u64().expect("id") as usize,
+                    val.as_f64().expect("logit") as f32,
+                );
+                assert!(
+                    (row[id] - val).abs() < 1e-3,
+                    "step {step}: logit of {id} is {} vs {val}",
+                    row[id]
+                );
+            }
+        }
+        let next = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i as u32)
+            .expect("argmax");
+        got.push(next);
+        if eos.contains(&next) {
+            break;
+        }
+        logits = m
+            .model
+            .step(
+                &mut cache,
+                &mut [StepSeq {
+                    cache: &mut seq,
+                    tokens: &[next],
+                }],
+                StepLogits::Last,
+            )
+            .expect("decode");
+    }
+    assert_eq!(got, want);
+    let text = m.tokenizer.decode(&got, true).expect("decode text");
+    assert_eq!(text, "The capital of France is Paris.");
+}
