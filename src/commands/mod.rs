@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod verify;
+
 pub mod generate;
 pub mod init_model;
 pub mod logprobs;
@@ -20,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version.
     Version,
+    /// Score a file of completions with a task's verifiers (offline).
+    Verify(verify::VerifyArgs),
     /// Stream a completion of one prompt to stdout.
     Generate(generate::GenerateArgs),
     /// Print per-token log-probabilities of a text or token ids as JSON.
@@ -31,6 +35,7 @@ pub enum Command {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Verify(args) => verify::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Logprobs(args) => logprobs::run(args),
         Command::InitModel(args) => init_model::run(args),
