@@ -576,6 +576,8 @@ impl Transformer {
         let g = cfg.gqa_group();
         let positions: Vec<usize> = (0..t).collect();
         let (cos, sin) = self.rope.cos_sin(&positions, self.dtype, &self.device)?;
+        let (cos_h, sin_h) = self.rope.angles(&positions);
+        let (cos_h, sin_h) = (std::sync::Arc::new(cos_h), std::sync::Arc::new(sin_h));
         let fused = crate::ops::supported(self.embed.get(false));
         // Additive mask [b, 1, 1, t, t] for the composed path: causal within each sequence's real
         // tokens (padded queries see every real key so no row is empty).
@@ -609,16 +611,29 @@ impl Transformer {
                 ),
                 _ => (q, k),
             };
-            let q = apply_rope_train(&q.transpose(1, 2)?.contiguous()?, &cos, &sin)?;
-            let k = apply_rope_train(&k.transpose(1, 2)?.contiguous()?, &cos, &sin)?;
+            let (q, k) = if fused {
+                (
+                    crate::ops::rope(&q.transpose(1, 2)?, cos_h.clone(), sin_h.clone(), t)?,
+                    crate::ops::rope(&k.transpose(1, 2)?, cos_h.clone(), sin_h.clone(), t)?,
+                )
+            } else {
+                (
+                    apply_rope_train(&q.transpose(1, 2)?.contiguous()?, &cos, &sin)?,
+                    apply_rope_train(&k.transpose(1, 2)?.contiguous()?, &cos, &sin)?,
+                )
+            };
             let v = v.transpose(1, 2)?.contiguous()?;
             // Group query heads by their kv head: [b, nkv, g·t, d].
             let q = q.reshape((b, nkv, g * t, d))?;
-            let att = (q.matmul(&k.t()?)? * scale)?;
+            let att = q.matmul(&k.t()?)?;
             let att = match &mask {
-                None => crate::ops::masked_softmax(&att.reshape((b, nkv, g, t, t))?, lengths)?,
+                None => {
+                    crate::ops::masked_softmax(&att.reshape((b, nkv, g, t, t))?, lengths, scale)?
+                }
                 Some(mask) => candle_nn::ops::softmax(
-                    &att.reshape((b, nkv, g, t, t))?.broadcast_add(mask)?,
+                    &(att * scale)?
+                        .reshape((b, nkv, g, t, t))?
+                        .broadcast_add(mask)?,
                     D::Minus1,
                 )?,
             };
@@ -630,8 +645,12 @@ impl Transformer {
                 .reshape((b * t, nh * d))?;
             x = (x + layer.o.forward(&y, mode)?)?;
             let h = rms_norm(&x, layer.post_norm.get(track_base), cfg.rms_norm_eps)?;
-            let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h, mode)?)?
-                * layer.up.forward(&h, mode)?)?;
+            let (gate, up) = (layer.gate.forward(&h, mode)?, layer.up.forward(&h, mode)?);
+            let mlp = if fused {
+                crate::ops::swiglu(&gate, &up)?
+            } else {
+                (candle_nn::ops::silu(&gate)? * up)?
+            };
             x = (x + layer.down.forward(&mlp, mode)?)?;
         }
         rms_norm(&x, self.norm.get(track_base), cfg.rms_norm_eps)

@@ -98,10 +98,11 @@ impl RowMask {
     }
 }
 
-struct MaskedSoftmax(RowMask);
-struct MaskedSoftmaxGrad(RowMask);
+struct MaskedSoftmax(RowMask, f64);
+struct MaskedSoftmaxGrad(RowMask, f64);
 
-fn softmax_rows<T: Float + Send + Sync>(x: &[T], t_k: usize, mask: &RowMask) -> Vec<T> {
+fn softmax_rows<T: Float + Send + Sync>(x: &[T], t_k: usize, mask: &RowMask, scale: f64) -> Vec<T> {
+    let scale = T::from(scale).unwrap_or_else(T::one);
     let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(t_k)
         .zip(x.par_chunks(t_k))
@@ -111,7 +112,7 @@ fn softmax_rows<T: Float + Send + Sync>(x: &[T], t_k: usize, mask: &RowMask) -> 
             let m = xr[..lim].iter().fold(T::neg_infinity(), |a, &b| a.max(b));
             let mut sum = T::zero();
             for (oj, &xj) in o[..lim].iter_mut().zip(&xr[..lim]) {
-                *oj = (xj - m).exp();
+                *oj = ((xj - m) * scale).exp();
                 sum = sum + *oj;
             }
             let inv = T::one() / sum;
@@ -125,7 +126,9 @@ fn softmax_grad_rows<T: Float + Send + Sync>(
     g: &[T],
     t_k: usize,
     mask: &RowMask,
+    scale: f64,
 ) -> Vec<T> {
+    let scale = T::from(scale).unwrap_or_else(T::one);
     let mut out = vec![T::zero(); y.len()];
     out.par_chunks_mut(t_k)
         .zip(y.par_chunks(t_k).zip(g.par_chunks(t_k)))
@@ -137,7 +140,7 @@ fn softmax_grad_rows<T: Float + Send + Sync>(
                 .zip(&gr[..lim])
                 .fold(T::zero(), |a, (&y, &g)| a + y * g);
             for j in 0..lim {
-                o[j] = yr[j] * (gr[j] - dot);
+                o[j] = scale * yr[j] * (gr[j] - dot);
             }
         });
     out
@@ -150,7 +153,7 @@ impl CustomOp1 for MaskedSoftmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let t_k = l.dims().last().copied().unwrap_or(1);
         Ok((
-            dispatch1!(s, l, |x| softmax_rows(x, t_k, &self.0)),
+            dispatch1!(s, l, |x| softmax_rows(x, t_k, &self.0, self.1)),
             l.shape().clone(),
         ))
     }
@@ -158,7 +161,7 @@ impl CustomOp1 for MaskedSoftmax {
         let g = grad.contiguous()?;
         Ok(Some(res.apply_op2_no_bwd(
             &g,
-            &MaskedSoftmaxGrad(self.0.clone()),
+            &MaskedSoftmaxGrad(self.0.clone(), self.1),
         )?))
     }
 }
@@ -176,16 +179,22 @@ impl CustomOp2 for MaskedSoftmaxGrad {
     ) -> CResult<(CpuStorage, Shape)> {
         let t_k = l1.dims().last().copied().unwrap_or(1);
         Ok((
-            dispatch2!(s1, l1, s2, l2, |y, g| softmax_grad_rows(y, g, t_k, &self.0)),
+            dispatch2!(s1, l1, s2, l2, |y, g| softmax_grad_rows(
+                y, g, t_k, &self.0, self.1
+            )),
             l1.shape().clone(),
         ))
     }
 }
 
-/// Softmax over the last dim of attention scores `[b, ..., t, t]` (contiguous, f32/f64, CPU) where
-/// query `i` of batch row `b` sees keys `0..=i` within `lengths[b]` (padded queries see every real
-/// key). Masked entries get probability 0. Differentiable.
-pub fn masked_softmax(scores: &Tensor, lengths: &[usize]) -> candle_core::Result<Tensor> {
+/// `softmax(scale · scores)` over the last dim of attention scores `[b, ..., t, t]` (contiguous,
+/// f32/f64, CPU) where query `i` of batch row `b` sees keys `0..=i` within `lengths[b]` (padded
+/// queries see every real key). Masked entries get probability 0. Differentiable.
+pub fn masked_softmax(
+    scores: &Tensor,
+    lengths: &[usize],
+    scale: f64,
+) -> candle_core::Result<Tensor> {
     let dims = scores.dims();
     let n = dims.len();
     if n < 3 || dims[0] != lengths.len() {
@@ -201,7 +210,7 @@ pub fn masked_softmax(scores: &Tensor, lengths: &[usize]) -> candle_core::Result
         rows_per_batch,
         t_q,
     };
-    scores.contiguous()?.apply_op1(MaskedSoftmax(mask))
+    scores.contiguous()?.apply_op1(MaskedSoftmax(mask, scale))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,6 +537,232 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor>
     x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm(eps))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Rotary embedding (rotate-half layout)
+// ---------------------------------------------------------------------------------------------
+
+/// Rotation of `[b, h, t, d]` by per-position angles; the backward is the same rotation with the
+/// sine negated (the rotation is orthogonal).
+#[derive(Clone)]
+struct Rope {
+    cos: Arc<Vec<f64>>,
+    sin: Arc<Vec<f64>>,
+    t: usize,
+    sign: f64,
+}
+
+fn rope_kernel<T: Float + Send + Sync + Default>(x: &[T], op: &Rope, d: usize) -> Vec<T> {
+    let half = d / 2;
+    let mut out = vec![T::default(); x.len()];
+    out.par_chunks_mut(d * op.t)
+        .zip(x.par_chunks(d * op.t))
+        .for_each(|(o, xs)| {
+            for ti in 0..op.t {
+                let (cs, sn) = (
+                    &op.cos[ti * half..(ti + 1) * half],
+                    &op.sin[ti * half..(ti + 1) * half],
+                );
+                let (xr, orow) = (&xs[ti * d..(ti + 1) * d], &mut o[ti * d..(ti + 1) * d]);
+                for i in 0..half {
+                    let c = T::from(cs[i]).unwrap_or_else(T::one);
+                    let s = T::from(sn[i] * op.sign).unwrap_or_else(T::zero);
+                    let (x1, x2) = (xr[i], xr[i + half]);
+                    orow[i] = x1 * c - x2 * s;
+                    orow[i + half] = x2 * c + x1 * s;
+                }
+            }
+        });
+    out
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "oxrl-rope"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let dims = l.dims();
+        let d = *dims.last().unwrap_or(&0);
+        if dims.len() != 4 || dims[2] != self.t || self.cos.len() != self.t * d / 2 {
+            candle_core::bail!("rope: shape {dims:?} does not match {} positions", self.t);
+        }
+        Ok((
+            dispatch1!(s, l, |x| rope_kernel(x, self, d)),
+            l.shape().clone(),
+        ))
+    }
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let back = Rope {
+            sign: -self.sign,
+            ..self.clone()
+        };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&back)?))
+    }
+}
+
+/// Rotary embedding of `x` `[b, h, t, d]` (f32/f64, CPU) with host-side angles `cos`/`sin`
+/// (`t × d/2`, row-major), HF rotate-half layout. Differentiable.
+pub fn rope(
+    x: &Tensor,
+    cos: Arc<Vec<f64>>,
+    sin: Arc<Vec<f64>>,
+    t: usize,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Rope {
+        cos,
+        sin,
+        t,
+        sign: 1.0,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU
+// ---------------------------------------------------------------------------------------------
+
+const CHUNK: usize = 4096;
+
+fn sigmoid<T: Float>(a: T) -> T {
+    T::one() / (T::one() + (-a).exp())
+}
+
+struct SwiGlu;
+struct SwiGluDGate;
+struct SwiGluDUp;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "oxrl-swiglu"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let out = dispatch2!(s1, l1, s2, l2, |a, u| {
+            let mut out = vec![Default::default(); a.len()];
+            out.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+                .for_each(|(o, (a, u))| {
+                    for j in 0..o.len() {
+                        o[j] = a[j] * sigmoid(a[j]) * u[j];
+                    }
+                });
+            out
+        });
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let da = if a.track_op() {
+            Some(a.apply_op3_no_bwd(u, &g, &SwiGluDGate)?)
+        } else {
+            None
+        };
+        let du = if u.track_op() {
+            Some(a.apply_op2_no_bwd(&g, &SwiGluDUp)?)
+        } else {
+            None
+        };
+        Ok((da, du))
+    }
+}
+
+impl CustomOp3 for SwiGluDGate {
+    fn name(&self) -> &'static str {
+        "oxrl-swiglu-dgate"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        // d silu(a)/da = σ(a)·(1 + a·(1 − σ(a)))
+        fn kernel<T: Float + Send + Sync + Default>(a: &[T], u: &[T], g: &[T]) -> Vec<T> {
+            let mut out = vec![T::default(); a.len()];
+            out.par_chunks_mut(CHUNK)
+                .zip(
+                    a.par_chunks(CHUNK)
+                        .zip(u.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))),
+                )
+                .for_each(|(o, (a, (u, g)))| {
+                    for j in 0..o.len() {
+                        let sg = sigmoid(a[j]);
+                        o[j] = g[j] * u[j] * sg * (T::one() + a[j] * (T::one() - sg));
+                    }
+                });
+            out
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(a), CpuStorage::F32(u), CpuStorage::F32(g)) => {
+                CpuStorage::F32(kernel(
+                    contiguous_slice(a, l1)?,
+                    contiguous_slice(u, l2)?,
+                    contiguous_slice(g, l3)?,
+                ))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(u), CpuStorage::F64(g)) => {
+                CpuStorage::F64(kernel(
+                    contiguous_slice(a, l1)?,
+                    contiguous_slice(u, l2)?,
+                    contiguous_slice(g, l3)?,
+                ))
+            }
+            _ => candle_core::bail!("swiglu backward: unsupported dtypes"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+impl CustomOp2 for SwiGluDUp {
+    fn name(&self) -> &'static str {
+        "oxrl-swiglu-dup"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let out = dispatch2!(s1, l1, s2, l2, |a, g| {
+            let mut out = vec![Default::default(); a.len()];
+            out.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                .for_each(|(o, (a, g))| {
+                    for j in 0..o.len() {
+                        o[j] = g[j] * a[j] * sigmoid(a[j]);
+                    }
+                });
+            out
+        });
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// `silu(gate) · up` (f32/f64, CPU, same shapes). Differentiable in both inputs.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    if gate.shape() != up.shape() {
+        candle_core::bail!(
+            "swiglu: shapes {:?} and {:?} differ",
+            gate.dims(),
+            up.dims()
+        );
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,8 +823,14 @@ mod tests {
         }
         let mask = Tensor::from_vec(mask, (2, 1, 1, 5, 5), &Device::Cpu).unwrap();
         check(
-            |x| masked_softmax(x, &lengths).unwrap(),
-            |x| candle_nn::ops::softmax(&x.broadcast_add(&mask).unwrap(), D::Minus1).unwrap(),
+            |x| masked_softmax(x, &lengths, 0.7).unwrap(),
+            |x| {
+                candle_nn::ops::softmax(
+                    &(x * 0.7).unwrap().broadcast_add(&mask).unwrap(),
+                    D::Minus1,
+                )
+                .unwrap()
+            },
             rand(&[2, 2, 3, 5, 5], 1),
         );
     }
@@ -647,6 +888,50 @@ mod tests {
         close(
             gf.get(w.as_tensor()).unwrap(),
             gr.get(w.as_tensor()).unwrap(),
+            1e-12,
+        );
+    }
+
+    #[test]
+    fn rope_matches_rope_slow() {
+        let (t, d) = (5, 8);
+        let mut cos = Vec::new();
+        let mut sin = Vec::new();
+        for p in 0..t {
+            for i in 0..d / 2 {
+                let a = p as f64 * 0.3f64.powi(i as i32);
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let ct = Tensor::from_vec(cos.clone(), (t, d / 2), &Device::Cpu).unwrap();
+        let st = Tensor::from_vec(sin.clone(), (t, d / 2), &Device::Cpu).unwrap();
+        let (cos, sin) = (Arc::new(cos), Arc::new(sin));
+        check(
+            |x| rope(x, cos.clone(), sin.clone(), t).unwrap(),
+            |x| candle_nn::rotary_emb::rope_slow(x, &ct, &st).unwrap(),
+            rand(&[2, 3, t, d], 7),
+        );
+    }
+
+    #[test]
+    fn swiglu_matches_composed() {
+        let up = Var::from_tensor(&rand(&[4, 9], 8)).unwrap();
+        let gate = Var::from_tensor(&rand(&[4, 9], 9)).unwrap();
+        let yf = swiglu(gate.as_tensor(), up.as_tensor()).unwrap();
+        let yr = (candle_nn::ops::silu(gate.as_tensor()).unwrap() * up.as_tensor()).unwrap();
+        close(&yf, &yr, 1e-12);
+        let cot = rand(&[4, 9], 10);
+        let gf = (yf * &cot).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (yr * &cot).unwrap().sum_all().unwrap().backward().unwrap();
+        close(
+            gf.get(gate.as_tensor()).unwrap(),
+            gr.get(gate.as_tensor()).unwrap(),
+            1e-12,
+        );
+        close(
+            gf.get(up.as_tensor()).unwrap(),
+            gr.get(up.as_tensor()).unwrap(),
             1e-12,
         );
     }

@@ -51,13 +51,8 @@ impl Rope {
         Self { inv_freq }
     }
 
-    /// `(cos, sin)` of shape `[positions.len(), head_dim / 2]` for the given positions.
-    pub fn cos_sin(
-        &self,
-        positions: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> Result<(Tensor, Tensor)> {
+    /// Host-side `(cos, sin)`, row-major `[positions.len(), head_dim / 2]`.
+    pub fn angles(&self, positions: &[usize]) -> (Vec<f64>, Vec<f64>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
@@ -69,6 +64,18 @@ impl Rope {
                 sin.push(angle.sin());
             }
         }
+        (cos, sin)
+    }
+
+    /// `(cos, sin)` of shape `[positions.len(), head_dim / 2]` for the given positions.
+    pub fn cos_sin(
+        &self,
+        positions: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let (cos, sin) = self.angles(positions);
         let shape = (positions.len(), half);
         let cos = Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?;
         let sin = Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?;
