@@ -14,9 +14,6 @@
 //! weights keep serving. In-flight completions continue on the new weights: each reports the
 //! version at its first token (`policy_version`) and at its last (`policy_version_end`).
 
-// Placeholder scheduler: some internals are unused until it lands.
-#![allow(dead_code)]
-
 pub mod metrics;
 pub mod prefix_cache;
 pub mod sampler;
