@@ -12,7 +12,6 @@
 pub mod config;
 pub mod decoder;
 pub mod error;
-pub mod gemv;
 pub mod gguf;
 pub mod init;
 pub mod kv_cache;
