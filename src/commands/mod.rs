@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 pub mod verify;
 
+pub mod bench;
 pub mod generate;
 pub mod init_model;
 pub mod logprobs;
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version.
     Version,
+    /// Throughput benchmarks (`oxrl bench rollout ...`).
+    Bench(bench::BenchArgs),
     /// Score a file of completions with a task's verifiers (offline).
     Verify(verify::VerifyArgs),
     /// Stream a completion of one prompt to stdout.
@@ -36,6 +39,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Verify(args) => verify::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Logprobs(args) => logprobs::run(args),
         Command::InitModel(args) => init_model::run(args),

@@ -468,3 +468,9 @@ impl EngineHandle {
         self.inner.shared.shut_down.store(true, Ordering::Release);
     }
 }
+
+impl TokenDecoder for oxrl_models::Tokenizer {
+    fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        oxrl_models::Tokenizer::decode(self, ids, true).map_err(|e| e.to_string())
+    }
+}
