@@ -20,6 +20,8 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Grouped rollout throughput of the generation engine.
     Rollout(RolloutBenchArgs),
+    /// Training forward + backward throughput.
+    Train(super::bench_train::TrainBenchArgs),
 }
 
 /// Arguments of `oxrl bench rollout`.
@@ -58,6 +60,7 @@ pub struct RolloutBenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchCommand::Rollout(a) => rollout(a),
+        BenchCommand::Train(a) => super::bench_train::run(a),
     }
 }
 

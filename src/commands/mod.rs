@@ -2,13 +2,13 @@
 
 use clap::{Parser, Subcommand};
 
-pub mod verify;
-
 pub mod bench;
+mod bench_train;
 pub mod generate;
 pub mod init_model;
 pub mod logprobs;
 mod model_arg;
+pub mod verify;
 
 /// oxrl: LLM post-training in one binary.
 #[derive(Parser, Debug)]
@@ -25,14 +25,14 @@ pub enum Command {
     Version,
     /// Throughput benchmarks (`oxrl bench rollout ...`).
     Bench(bench::BenchArgs),
-    /// Score a file of completions with a task's verifiers (offline).
-    Verify(verify::VerifyArgs),
     /// Stream a completion of one prompt to stdout.
     Generate(generate::GenerateArgs),
     /// Print per-token log-probabilities of a text or token ids as JSON.
     Logprobs(logprobs::LogprobsArgs),
     /// Write a randomly initialised model with a tokenizer in HF layout.
     InitModel(init_model::InitModelArgs),
+    /// Score a file of completions with a task's verifiers (offline).
+    Verify(verify::VerifyArgs),
 }
 
 /// Runs one parsed command line.
