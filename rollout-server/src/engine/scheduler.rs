@@ -87,6 +87,7 @@ pub(crate) struct Scheduler {
     scratch: Scratch,
     rate: RateWindow,
     seed_counter: u64,
+    sample_threads: usize,
 }
 
 fn model_err(e: ModelError) -> EngineError {
@@ -140,6 +141,10 @@ impl Scheduler {
             scratch: Scratch::default(),
             rate: RateWindow::default(),
             seed_counter,
+            sample_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(8),
         })
     }
 
@@ -531,13 +536,28 @@ impl Scheduler {
             }
         }
         let logits = result.map_err(model_err)?;
+        let t_model = t0.elapsed();
         let rows = logits_rows(&logits)?;
         let version = self.version();
-        let mut generated = 0u64;
-        for (row, &(id, i)) in rows.chunks(self.vocab()).zip(&set) {
-            generated += 1;
-            self.sample_into(id, i, row, version);
+        let vocab = self.vocab();
+        let draws = {
+            let mut jobs = Vec::with_capacity(set.len());
+            for &(id, i) in &set {
+                let r = self.reqs.get(&id).ok_or_else(|| internal("decode req"))?;
+                jobs.push((&r.params, r.samples[i].rng.clone()));
+            }
+            sampler::sample_rows(&rows, vocab, jobs, self.sample_threads)
+        };
+        let generated = draws.len() as u64;
+        for (&(id, i), (sampled, rng)) in set.iter().zip(draws) {
+            self.apply_sampled(id, i, sampled, rng, version);
         }
+        tracing::debug!(
+            seqs = set.len(),
+            model_ms = t_model.as_secs_f64() * 1e3,
+            sample_ms = (t0.elapsed() - t_model).as_secs_f64() * 1e3,
+            "decode step"
+        );
         let m = &self.shared.metrics;
         MetricsShared::add(&m.generated_tokens, generated);
         MetricsShared::add(&m.decode_nanos, t0.elapsed().as_nanos() as u64);
@@ -552,14 +572,21 @@ impl Scheduler {
         self.model.config().vocab_size
     }
 
-    /// Samples the next token of sample `i` of request `id` from `row` and streams the delta.
-    fn sample_into(&mut self, id: u64, i: usize, row: &[f32], version: u64) {
+    /// Records the drawn token of sample `i` of request `id` and streams the delta.
+    fn apply_sampled(
+        &mut self,
+        id: u64,
+        i: usize,
+        sampled: sampler::Sampled,
+        rng: rand_chacha::ChaCha8Rng,
+        version: u64,
+    ) {
         let Some(r) = self.reqs.get_mut(&id) else {
             return;
         };
         let plen = r.prompt.len();
         let s = &mut r.samples[i];
-        let sampled = sampler::sample(row, &r.params, &mut s.rng, &mut self.scratch);
+        s.rng = rng;
         let ev = s.on_token(
             sampled,
             &r.params,
