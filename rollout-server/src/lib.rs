@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod engine;
+pub mod http;
 pub mod types;
 
 pub use client::{RolloutClient, RolloutError};

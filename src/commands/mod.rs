@@ -8,6 +8,7 @@ pub mod generate;
 pub mod init_model;
 pub mod logprobs;
 mod model_arg;
+pub mod serve;
 pub mod verify;
 
 /// oxrl: LLM post-training in one binary.
@@ -33,12 +34,15 @@ pub enum Command {
     InitModel(init_model::InitModelArgs),
     /// Score a file of completions with a task's verifiers (offline).
     Verify(verify::VerifyArgs),
+    /// Serve a model over HTTP: OpenAI-compatible API, rollouts, weight updates, metrics.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Verify(args) => verify::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Logprobs(args) => logprobs::run(args),

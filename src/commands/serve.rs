@@ -1,0 +1,121 @@
+//! `oxrl serve`: loads a model, starts the generation engine and serves the OpenAI-compatible
+//! API, the rollout API and weight updates over HTTP until ctrl-c / SIGTERM.
+
+use super::model_arg;
+use anyhow::Context;
+use clap::Args;
+use oxrl_rollout::engine::{EngineConfig, EngineHandle, TokenDecoder};
+use oxrl_rollout::http::{self, AppState, ServerConfig};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `oxrl serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model: directory, .gguf file or HF id in the local cache (default: the built-in tiny model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes the server).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free port; the bound address is printed on stdout).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Bearer key required on the inference routes.
+    #[arg(long, env = "OXRL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Bearer key required on POST /v1/weights (without it, weight updates are refused).
+    #[arg(long, env = "OXRL_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Model id clients use (default: the --model argument).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Largest JSON request body, in MiB.
+    #[arg(long, default_value_t = 8)]
+    pub max_body_mb: usize,
+    /// Largest weight-update body (safetensors), in MiB.
+    #[arg(long, default_value_t = 16384)]
+    pub max_weights_body_mb: usize,
+    /// Largest max_tokens a request may ask for (default: the model's context length).
+    #[arg(long)]
+    pub max_tokens_limit: Option<usize>,
+    /// Requests waiting for admission before new ones get 429.
+    #[arg(long, default_value_t = 1024)]
+    pub max_queue: usize,
+    /// Most sequences decoded together.
+    #[arg(long, default_value_t = 256)]
+    pub max_running_seqs: usize,
+    /// KV-cache size in tokens.
+    #[arg(long, default_value_t = 32768)]
+    pub kv_cache_tokens: usize,
+    /// Disable the cross-request prefix cache.
+    #[arg(long)]
+    pub no_prefix_cache: bool,
+    /// Seconds in-flight requests may run after SIGTERM / ctrl-c.
+    #[arg(long, default_value_t = 10.0)]
+    pub shutdown_grace_secs: f64,
+}
+
+/// Runs `oxrl serve`.
+pub fn run(a: ServeArgs) -> anyhow::Result<()> {
+    let m = model_arg::load(a.model.as_deref())?;
+    let context = m.config.max_position_embeddings;
+    let max_tokens_limit = a.max_tokens_limit.unwrap_or(context).max(1);
+    let mut cfg = EngineConfig {
+        eos_token_ids: m.eos_token_ids(),
+        prefix_cache: !a.no_prefix_cache,
+        max_queued_requests: a.max_queue.max(1),
+        max_running_seqs: a.max_running_seqs.max(1),
+        ..EngineConfig::default()
+    }
+    .with_cache_tokens(a.kv_cache_tokens.max(64));
+    cfg.limits.max_tokens = max_tokens_limit;
+    let tokenizer = Arc::new(m.tokenizer);
+    let decoder: Arc<dyn TokenDecoder> = tokenizer.clone();
+    let engine = EngineHandle::start(Arc::new(m.model), Some(decoder), cfg)
+        .map_err(|e| anyhow::anyhow!("starting the engine: {e}"))?;
+    let source = a.model.clone().unwrap_or_else(|| "oxrl-tiny".to_string());
+    let server_cfg = ServerConfig {
+        served_model_name: a
+            .served_model_name
+            .clone()
+            .unwrap_or_else(|| source.clone()),
+        model_source: source,
+        api_key: a.api_key.clone().filter(|k| !k.is_empty()),
+        admin_key: a.admin_key.clone().filter(|k| !k.is_empty()),
+        max_body_bytes: a.max_body_mb.saturating_mul(1 << 20),
+        max_weights_body_bytes: a.max_weights_body_mb.saturating_mul(1 << 20),
+        max_tokens_limit,
+        shutdown_grace: Duration::from_secs_f64(a.shutdown_grace_secs.clamp(0.0, 3600.0)),
+    };
+    let name = server_cfg.served_model_name.clone();
+    let state = AppState::new(engine, tokenizer, server_cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("binding {}:{}", a.host, a.port))?;
+        let addr = listener.local_addr()?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "oxrl serve: listening on http://{addr} (model `{name}`)"
+            )?;
+            out.flush()?;
+        }
+        if a.admin_key.is_none() {
+            eprintln!("oxrl serve: no --admin-key: POST /v1/weights is disabled");
+        }
+        http::serve(listener, state, http::shutdown_signal())
+            .await
+            .context("serving HTTP")?;
+        eprintln!("oxrl serve: stopped");
+        anyhow::Ok(())
+    })
+}
