@@ -33,7 +33,7 @@ struct Counters {
 }
 
 async fn one_request(c: &reqwest::Client, base: &str, i: u64, k: &Counters) {
-    let (path, body) = if i % 2 == 0 {
+    let (path, body) = if i.is_multiple_of(2) {
         (
             "/v1/completions",
             json!({"prompt": format!("request {i}: the quick brown fox"), "max_tokens": 24,
@@ -79,10 +79,7 @@ async fn one_request(c: &reqwest::Client, base: &str, i: u64, k: &Counters) {
         }
     }
     let text = String::from_utf8_lossy(&buf);
-    let frames: Vec<&str> = text
-        .split("\n\n")
-        .filter(|f| !f.is_empty())
-        .collect();
+    let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
     let ok = frames.last() == Some(&"data: [DONE]")
         && frames.iter().all(|f| f.starts_with("data: "))
         && !frames.iter().any(|f| f.starts_with("data: {\"error\""));

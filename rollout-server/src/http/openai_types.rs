@@ -430,8 +430,12 @@ pub struct WeightsResponse {
     pub num_tensors: usize,
     /// Bytes of weights received or read.
     pub bytes: u64,
-    /// Wall time of the update on the server (parse + validate + swap), in milliseconds.
+    /// Wall time of the update on the server (read + parse + validate + swap), in milliseconds.
     pub elapsed_ms: f64,
+    /// Of which: receiving the body or reading the files and parsing them into tensors.
+    pub load_ms: f64,
+    /// Of which: validating the tensors and swapping them in (`EngineHandle::update_weights`).
+    pub apply_ms: f64,
 }
 
 #[cfg(test)]

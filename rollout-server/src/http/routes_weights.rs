@@ -92,6 +92,7 @@ pub async fn update_weights(
         (t, len)
     };
     let num_tensors = tensors.len();
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let engine = state.engine().clone();
     let version = blocking(move || engine.update_weights(tensors).map_err(ApiError::from)).await?;
     tracing::info!(
@@ -107,5 +108,7 @@ pub async fn update_weights(
         num_tensors,
         bytes,
         elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+        load_ms,
+        apply_ms: start.elapsed().as_secs_f64() * 1e3 - load_ms,
     }))
 }
