@@ -110,6 +110,13 @@ def main():
             finish = ch.finish_reason or finish
     check(text == d.choices[0].text, f"stream {text!r} != {d.choices[0].text!r}")
     check(finish == d.choices[0].finish_reason, finish)
+    # ... and with echo the stream starts with the prompt.
+    text = ""
+    for chunk in client.completions.create(
+        model=model, prompt="The quick brown fox", max_tokens=6, temperature=0, stream=True, echo=True
+    ):
+        text += "".join(ch.text for ch in chunk.choices)
+    check(text == "The quick brown fox" + d.choices[0].text, f"echo stream {text!r}")
 
     # Prompt scoring as lm-eval does it: echo + logprobs + max_tokens=0.
     prompt = "hello world, hello"
