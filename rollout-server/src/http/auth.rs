@@ -3,6 +3,7 @@
 //! constant time; the admin key is also accepted on inference routes.
 
 use super::errors::ApiError;
+use super::extract::{drain, DRAIN_CAP};
 use super::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
@@ -78,7 +79,10 @@ pub async fn require_api_key(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    check_api_key(&state, req.headers())?;
+    if let Err(e) = check_api_key(&state, req.headers()) {
+        drain(req.into_body(), DRAIN_CAP).await;
+        return Err(e);
+    }
     Ok(next.run(req).await)
 }
 
@@ -88,7 +92,10 @@ pub async fn require_admin_key(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    check_admin_key(&state, req.headers())?;
+    if let Err(e) = check_admin_key(&state, req.headers()) {
+        drain(req.into_body(), DRAIN_CAP).await;
+        return Err(e);
+    }
     Ok(next.run(req).await)
 }
 

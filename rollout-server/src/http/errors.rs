@@ -175,20 +175,22 @@ impl From<EngineError> for ApiError {
     }
 }
 
-/// Answers unknown routes with a JSON 404.
-pub async fn not_found_fallback(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {}", uri.path())).with_code("unknown_route")
+/// Answers unknown routes with a JSON 404 (after discarding the body).
+pub async fn not_found_fallback(req: axum::extract::Request) -> ApiError {
+    let path = req.uri().path().to_string();
+    super::extract::drain(req.into_body(), super::extract::DRAIN_CAP).await;
+    ApiError::not_found(format!("no route for {path}")).with_code("unknown_route")
 }
 
-/// Answers a known route called with the wrong method with a JSON 405.
-pub async fn method_not_allowed_fallback(
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-) -> ApiError {
+/// Answers a known route called with the wrong method with a JSON 405 (after discarding the
+/// body).
+pub async fn method_not_allowed_fallback(req: axum::extract::Request) -> ApiError {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    super::extract::drain(req.into_body(), super::extract::DRAIN_CAP).await;
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request_error",
-        format!("method {method} is not allowed on {}", uri.path()),
+        format!("method {method} is not allowed on {path}"),
     )
     .with_code("method_not_allowed")
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 /// Reads a whole body of at most `limit` bytes (413 beyond it, checked against
 /// `Content-Length` first and then while reading).
 pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -19,6 +20,9 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared {
         if len > limit as u64 {
+            if len <= DRAIN_CAP as u64 {
+                drain(req.into_body(), DRAIN_CAP).await;
+            }
             return Err(ApiError::payload_too_large(limit));
         }
         // Large bodies (weights): one buffer of the declared size, no regrowth copies.
@@ -26,27 +30,41 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
             return read_sized(req.into_body(), len as usize).await;
         }
     }
-    let body: Body = req.into_body();
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let inner = e.into_inner();
-        let too_large = {
-            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
-            let mut found = false;
-            while let Some(s) = src {
-                if s.is::<http_body_util::LengthLimitError>() {
-                    found = true;
-                    break;
-                }
-                src = s.source();
+    let mut body: Body = req.into_body();
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                drain(body, DRAIN_CAP).await;
+                return Err(ApiError::payload_too_large(limit));
             }
-            found
-        };
-        if too_large {
-            ApiError::payload_too_large(limit)
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {inner}"))
+            buf.extend_from_slice(&data);
         }
-    })
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Oversized bodies up to this size are read and discarded before the 413 is sent, so that
+/// clients that write the whole body before reading the answer see the 413 instead of a reset
+/// connection; larger ones are refused at once (the connection is then closed).
+pub const DRAIN_CAP: usize = 64 << 20;
+
+/// Reads and discards up to `cap` bytes of `body`. Rejections that do not read the body call
+/// it so that the client's connection can be reused (hyper closes a connection whose request
+/// body was left unread, and a client may already have reused it).
+pub async fn drain(mut body: Body, cap: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(d) = frame.into_data() {
+            seen += d.len();
+            if seen > cap {
+                break;
+            }
+        }
+    }
 }
 
 /// Reads a body whose `Content-Length` is `len` (already checked against the limit) into one

@@ -7,7 +7,7 @@
 //! gets a JSON error (400 for bad weights, 404 for a missing path).
 
 use super::errors::ApiError;
-use super::extract::{parse_json, read_body};
+use super::extract::{drain, parse_json, read_body, DRAIN_CAP};
 use super::openai_types::{WeightsPathRequest, WeightsResponse};
 use super::state::AppState;
 use axum::extract::{Request, State};
@@ -35,6 +35,7 @@ pub async fn update_weights(
     req: Request,
 ) -> Result<Json<WeightsResponse>, ApiError> {
     if state.is_shutting_down() {
+        drain(req.into_body(), DRAIN_CAP).await;
         return Err(ApiError::shutting_down());
     }
     let start = Instant::now();
