@@ -50,6 +50,20 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> list[str]:
+    """The SIMD flags that decide matmul speed (AVX2 / AVX-512 / AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    want = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
+                    return [x for x in want if x in have]
+    except OSError:
+        pass
+    return []
+
+
 def loadavg() -> list[float]:
     try:
         return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
@@ -135,6 +149,7 @@ def main() -> int:
     emit({
         "machine": {
             "cpu": cpu_model(),
+            "cpu_flags": cpu_flags(),
             "logical_cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
