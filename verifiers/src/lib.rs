@@ -8,8 +8,10 @@
 
 pub mod error;
 pub mod math;
+pub mod registry;
 pub mod verifier;
 
 pub use error::VerifierError;
 pub use math::{answers_equivalent, extract_answer, MathOptions, MathVerifier};
+pub use registry::{BuildContext, Factory, Registry, WeightedMember, WeightedVerifiers};
 pub use verifier::{Group, Score, Verifier, VerifyExample};
