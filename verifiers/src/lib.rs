@@ -6,6 +6,7 @@
 //! timeout, malformed output) becomes a `Score` with reward 0 and `error` set, so a bad completion
 //! or a broken plugin cannot end a training run.
 
+pub mod builtin;
 pub mod error;
 pub mod math;
 pub mod registry;

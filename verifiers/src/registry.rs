@@ -70,6 +70,8 @@ impl Registry {
                 o.clone(),
             ))?))
         });
+        // exact, contains, regex, choice, format, json_schema, length, arith.
+        crate::builtin::register(&mut r);
         r
     }
 
