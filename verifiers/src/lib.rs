@@ -9,10 +9,12 @@
 pub mod builtin;
 pub mod error;
 pub mod math;
+pub mod plugin;
 pub mod registry;
 pub mod verifier;
 
 pub use error::VerifierError;
 pub use math::{answers_equivalent, extract_answer, MathOptions, MathVerifier};
+pub use plugin::{CommandConfig, CommandVerifier, HttpConfig, HttpVerifier};
 pub use registry::{BuildContext, Factory, Registry, WeightedMember, WeightedVerifiers};
 pub use verifier::{Group, Score, Verifier, VerifyExample};

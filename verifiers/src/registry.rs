@@ -72,6 +72,14 @@ impl Registry {
         });
         // exact, contains, regex, choice, format, json_schema, length, arith.
         crate::builtin::register(&mut r);
+        r.register("command", |o, ctx| {
+            Ok(Box::new(crate::plugin::CommandVerifier::from_options(
+                o, ctx,
+            )?))
+        });
+        r.register("http", |o, ctx| {
+            Ok(Box::new(crate::plugin::HttpVerifier::from_options(o, ctx)?))
+        });
         r
     }
 
