@@ -7,10 +7,14 @@
 //! or a broken plugin cannot end a training run.
 
 pub mod builtin;
+#[cfg(target_os = "linux")]
+pub mod code;
 pub mod error;
 pub mod math;
 pub mod plugin;
 pub mod registry;
+#[cfg(target_os = "linux")]
+pub mod sandbox;
 pub mod verifier;
 
 pub use error::VerifierError;

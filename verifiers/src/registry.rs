@@ -72,6 +72,11 @@ impl Registry {
         });
         // exact, contains, regex, choice, format, json_schema, length, arith.
         crate::builtin::register(&mut r);
+        // Runs model-written programs against test cases in the sandbox (Linux only).
+        #[cfg(target_os = "linux")]
+        r.register("code", |o, _| {
+            Ok(Box::new(crate::code::CodeVerifier::from_options(o)?))
+        });
         r.register("command", |o, ctx| {
             Ok(Box::new(crate::plugin::CommandVerifier::from_options(
                 o, ctx,

@@ -1,0 +1,619 @@
+//! The `code` verifier: runs the program in a completion against the example's test cases in
+//! the [`crate::sandbox`] and rewards the fraction of tests passed.
+//!
+//! The program is the last fenced code block of the completion (preferring blocks tagged with one
+//! of `languages`), else the whole completion. Test cases come from the example's metadata field
+//! `tests`: stdin/stdout cases (`{"input", "output"}`) and assert cases (`{"assert"}`: the code is
+//! appended to the program, the case passes iff the run exits 0). A failing, crashing or
+//! timing-out program is a reward, not an error; `Score::error` is for problems on the
+//! verifier's side (no tests in the example, interpreter missing, the sandbox failing).
+
+use crate::sandbox::{Sandbox, SandboxConfig, SandboxFile, SandboxLimits, SandboxRequest};
+use crate::{Group, Score, Verifier, VerifierError};
+use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Options of the `code` verifier (the task's verifier table without `name` / `weight`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeOptions {
+    /// Interpreter argv; the program file name is appended. Found on the sandbox `PATH`.
+    pub interpreter: Vec<String>,
+    /// Name of the program file in the work directory.
+    pub file_name: String,
+    /// Fence tags preferred when picking the code block.
+    pub languages: Vec<String>,
+    /// Wall-clock seconds per test run.
+    pub timeout_s: f64,
+    /// CPU seconds per process.
+    pub cpu_s: u64,
+    /// Address space per process, MiB.
+    pub memory_mb: u64,
+    /// Processes/threads of one run.
+    pub max_processes: u64,
+    /// Bytes kept of stdout and of stderr.
+    pub max_output_bytes: usize,
+    /// Largest file the program may write, MiB.
+    pub max_file_mb: u64,
+    /// Size of the work directory tmpfs, MiB.
+    pub max_disk_mb: u64,
+    /// Test runs at once across the whole batch.
+    pub parallel: usize,
+    /// Metadata field holding the test cases.
+    pub tests_field: String,
+    /// Fail every run when the host cannot isolate the network.
+    pub require_net_isolation: bool,
+}
+
+impl Default for CodeOptions {
+    fn default() -> Self {
+        Self {
+            interpreter: vec!["python3".into()],
+            file_name: "main.py".into(),
+            languages: vec!["python".into(), "py".into(), "python3".into()],
+            timeout_s: 10.0,
+            cpu_s: 10,
+            memory_mb: 1024,
+            max_processes: 32,
+            max_output_bytes: 1 << 20,
+            max_file_mb: 16,
+            max_disk_mb: 64,
+            parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            tests_field: "tests".into(),
+            require_net_isolation: false,
+        }
+    }
+}
+
+const KNOWN: &str =
+    "interpreter, file_name, languages, timeout_s, cpu_s, memory_mb, max_processes, \
+                     max_output_bytes, max_file_mb, max_disk_mb, parallel, tests_field, \
+                     require_net_isolation";
+
+fn config_error(message: String) -> VerifierError {
+    VerifierError::Config {
+        verifier: "code".into(),
+        message,
+    }
+}
+
+fn string_list(key: &str, v: &Value) -> Result<Vec<String>, VerifierError> {
+    let items = v
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| config_error(format!("`{key}` must be a non-empty list of strings")))?;
+    items
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| config_error(format!("`{key}` must be a list of strings")))
+        })
+        .collect()
+}
+
+fn positive_int(key: &str, v: &Value) -> Result<u64, VerifierError> {
+    v.as_u64()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| config_error(format!("`{key}` must be a positive integer, got {v}")))
+}
+
+impl CodeOptions {
+    /// Reads the options; unknown keys and bad values are a [`VerifierError::Config`].
+    pub fn from_options(options: &Map<String, Value>) -> Result<Self, VerifierError> {
+        let mut o = Self::default();
+        let mut cpu_given = false;
+        for (key, v) in options {
+            match key.as_str() {
+                "interpreter" => {
+                    o.interpreter = match v {
+                        Value::String(s) if !s.is_empty() => vec![s.clone()],
+                        _ => string_list(key, v)?,
+                    }
+                }
+                "file_name" => {
+                    o.file_name = v
+                        .as_str()
+                        .filter(|s| {
+                            !s.is_empty() && *s != "." && *s != ".." && !s.contains(['/', '\0'])
+                        })
+                        .ok_or_else(|| {
+                            config_error(format!("`file_name` must be a plain file name, got {v}"))
+                        })?
+                        .to_string()
+                }
+                "languages" => o.languages = string_list(key, v)?,
+                "timeout_s" => {
+                    o.timeout_s = v
+                        .as_f64()
+                        .filter(|t| t.is_finite() && *t > 0.0 && *t <= 3600.0)
+                        .ok_or_else(|| {
+                            config_error(format!("`timeout_s` must be in (0, 3600], got {v}"))
+                        })?
+                }
+                "cpu_s" => {
+                    o.cpu_s = positive_int(key, v)?;
+                    cpu_given = true;
+                }
+                "memory_mb" => o.memory_mb = positive_int(key, v)?,
+                "max_processes" => o.max_processes = positive_int(key, v)?,
+                "max_output_bytes" => o.max_output_bytes = positive_int(key, v)? as usize,
+                "max_file_mb" => o.max_file_mb = positive_int(key, v)?,
+                "max_disk_mb" => o.max_disk_mb = positive_int(key, v)?,
+                "parallel" => o.parallel = positive_int(key, v)?.min(1024) as usize,
+                "tests_field" => {
+                    o.tests_field = v
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .ok_or_else(|| config_error("`tests_field` must be a string".into()))?
+                        .to_string()
+                }
+                "require_net_isolation" => {
+                    o.require_net_isolation = v.as_bool().ok_or_else(|| {
+                        config_error("`require_net_isolation` must be a boolean".into())
+                    })?
+                }
+                other => {
+                    return Err(config_error(format!(
+                        "unknown option `{other}`; known: {KNOWN}"
+                    )))
+                }
+            }
+        }
+        if !cpu_given {
+            o.cpu_s = o.timeout_s.ceil().max(1.0) as u64;
+        }
+        Ok(o)
+    }
+
+    /// The sandbox limits of one test run.
+    pub fn limits(&self) -> SandboxLimits {
+        SandboxLimits {
+            wall: Duration::from_secs_f64(self.timeout_s),
+            cpu_s: self.cpu_s,
+            memory_bytes: self.memory_mb.saturating_mul(1 << 20),
+            max_processes: self.max_processes,
+            max_output_bytes: self.max_output_bytes,
+            max_file_bytes: self.max_file_mb.saturating_mul(1 << 20),
+            max_disk_bytes: self.max_disk_mb.saturating_mul(1 << 20),
+            ..SandboxLimits::default()
+        }
+    }
+}
+
+/// One test case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestCase {
+    /// Feed `input` on stdin; pass iff the run exits 0 and stdout equals `output` (both trimmed,
+    /// trailing whitespace of each line ignored).
+    Io { input: String, output: String },
+    /// Run the program followed by `code` (with `input` on stdin); pass iff it exits 0.
+    Assert { code: String, input: String },
+}
+
+/// A JSON value as text: strings as they are, anything else as JSON.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads test cases: a list of `{"input","output"}` / `{"assert"[,"input"]}` objects or of assert
+/// strings, an `{"inputs": [...], "outputs": [...]}` object, or a JSON string holding either.
+pub fn parse_tests(v: &Value) -> Result<Vec<TestCase>, String> {
+    match v {
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(inner @ (Value::Array(_) | Value::Object(_))) => parse_tests(&inner),
+            _ => Err("is a string that is not a JSON list or object of tests".into()),
+        },
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t {
+                Value::String(code) => Ok(TestCase::Assert {
+                    code: code.clone(),
+                    input: String::new(),
+                }),
+                Value::Object(m) => {
+                    let input = m.get("input").map(text).unwrap_or_default();
+                    if let Some(code) = m.get("assert") {
+                        Ok(TestCase::Assert {
+                            code: text(code),
+                            input,
+                        })
+                    } else if let Some(out) = m.get("output") {
+                        Ok(TestCase::Io {
+                            input,
+                            output: text(out),
+                        })
+                    } else {
+                        Err(format!("[{i}] has neither `output` nor `assert`"))
+                    }
+                }
+                other => Err(format!("[{i}] is not a test object: {other}")),
+            })
+            .collect(),
+        Value::Object(m) => {
+            let (Some(Value::Array(ins)), Some(Value::Array(outs))) =
+                (m.get("inputs"), m.get("outputs"))
+            else {
+                return Err("is an object without `inputs` and `outputs` lists".into());
+            };
+            if ins.len() != outs.len() {
+                return Err(format!(
+                    "has {} inputs but {} outputs",
+                    ins.len(),
+                    outs.len()
+                ));
+            }
+            Ok(ins
+                .iter()
+                .zip(outs)
+                .map(|(i, o)| TestCase::Io {
+                    input: text(i),
+                    output: text(o),
+                })
+                .collect())
+        }
+        other => Err(format!("is not a list of tests: {other}")),
+    }
+}
+
+/// One fenced block: its tag (first word after the fence), its text, whether it was closed.
+struct Block<'a> {
+    tag: &'a str,
+    code: String,
+    closed: bool,
+}
+
+/// The code of a completion: the last closed fenced block tagged with one of `languages`, else the
+/// last closed untagged block, else the last closed block, else an unclosed last block (a
+/// completion cut off in its code), else the whole text. Only the text after the last `</think>`
+/// is searched.
+pub fn extract_code(completion: &str, languages: &[String]) -> String {
+    let text = completion
+        .rfind("</think>")
+        .map_or(completion, |i| &completion[i + "</think>".len()..]);
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut open: Option<Block> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        match open.as_mut() {
+            None => {
+                if let Some(rest) = t.strip_prefix("```") {
+                    let tag = rest.split_whitespace().next().unwrap_or("");
+                    open = Some(Block {
+                        tag: tag.trim_start_matches('{').trim_end_matches('}'),
+                        code: String::new(),
+                        closed: false,
+                    });
+                }
+            }
+            Some(b) => {
+                if t.trim_end() == "```" {
+                    b.closed = true;
+                    blocks.extend(open.take());
+                } else {
+                    b.code.push_str(line);
+                    b.code.push('\n');
+                }
+            }
+        }
+    }
+    let closed = |pred: &dyn Fn(&Block) -> bool| blocks.iter().rev().find(|b| pred(b));
+    let wanted = |b: &Block| languages.iter().any(|l| l.eq_ignore_ascii_case(b.tag));
+    if let Some(b) = closed(&wanted)
+        .or_else(|| closed(&|b: &Block| b.tag.is_empty()))
+        .or_else(|| blocks.last())
+    {
+        return b.code.clone();
+    }
+    match open {
+        Some(b) if !b.closed => b.code,
+        _ => text.to_string(),
+    }
+}
+
+/// Output as compared: trailing whitespace of every line dropped, then leading/trailing blank
+/// space of the whole text.
+pub fn normalize_output(s: &str) -> String {
+    s.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
+/// The result of one test run.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    Pass,
+    /// Ran to completion (exit 0) with the wrong output.
+    Wrong,
+    /// Killed at the wall-clock limit.
+    Timeout,
+    /// Non-zero exit or killed by a signal (syntax error, exception, limit).
+    RuntimeError,
+    /// The sandbox could not run it: a verifier-side problem.
+    Failed(String),
+}
+
+/// The `code` verifier.
+#[derive(Debug, Clone)]
+pub struct CodeVerifier {
+    options: CodeOptions,
+    sandbox: Sandbox,
+}
+
+impl CodeVerifier {
+    /// A verifier with these options and the default sandbox configuration.
+    pub fn new(options: CodeOptions) -> Self {
+        let config = SandboxConfig {
+            require_net_isolation: options.require_net_isolation,
+            ..SandboxConfig::default()
+        };
+        Self::with_sandbox(options, Sandbox::new(config))
+    }
+
+    /// A verifier running its tests in the given sandbox.
+    pub fn with_sandbox(options: CodeOptions, sandbox: Sandbox) -> Self {
+        Self { options, sandbox }
+    }
+
+    /// Builds it from a task's option table.
+    pub fn from_options(options: &Map<String, Value>) -> Result<Self, VerifierError> {
+        Ok(Self::new(CodeOptions::from_options(options)?))
+    }
+
+    /// Its options.
+    pub fn options(&self) -> &CodeOptions {
+        &self.options
+    }
+
+    /// The sandbox request running `program` for `test`.
+    fn request(&self, program: &str, test: &TestCase) -> SandboxRequest {
+        let (source, input) = match test {
+            TestCase::Io { input, .. } => (program.to_string(), input),
+            TestCase::Assert { code, input } => (format!("{program}\n{code}\n"), input),
+        };
+        let mut argv = self.options.interpreter.clone();
+        argv.push(self.options.file_name.clone());
+        SandboxRequest {
+            argv,
+            stdin: input.clone().into_bytes(),
+            files: vec![SandboxFile::new(self.options.file_name.clone(), source)],
+            env: Vec::new(),
+            limits: self.options.limits(),
+        }
+    }
+
+    fn run_test(&self, program: &str, test: &TestCase) -> Verdict {
+        match self.sandbox.run(&self.request(program, test)) {
+            Err(e) => Verdict::Failed(e.to_string()),
+            Ok(o) if o.timed_out => Verdict::Timeout,
+            Ok(o) if !o.success() => Verdict::RuntimeError,
+            Ok(o) => match test {
+                TestCase::Assert { .. } => Verdict::Pass,
+                TestCase::Io { output, .. } => {
+                    if normalize_output(&o.stdout_text()) == normalize_output(output) {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Wrong
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The score of one completion from its test verdicts.
+fn score(verdicts: &[Verdict]) -> Score {
+    let total = verdicts.len();
+    let count = |f: fn(&Verdict) -> bool| verdicts.iter().filter(|v| f(v)).count();
+    let passed = count(|v| *v == Verdict::Pass);
+    let mut s = Score::reward(if total == 0 {
+        0.0
+    } else {
+        passed as f32 / total as f32
+    });
+    s.components.insert("passed".into(), passed as f32);
+    s.components.insert("total".into(), total as f32);
+    s.components
+        .insert("timeouts".into(), count(|v| *v == Verdict::Timeout) as f32);
+    s.components.insert(
+        "errors".into(),
+        count(|v| *v == Verdict::RuntimeError) as f32,
+    );
+    if let Some(Verdict::Failed(e)) = verdicts.iter().find(|v| matches!(v, Verdict::Failed(_))) {
+        s.reward = 0.0;
+        s.error = Some(format!("code verifier: {e}"));
+    }
+    s
+}
+
+impl Verifier for CodeVerifier {
+    fn name(&self) -> &str {
+        "code"
+    }
+
+    fn score(&self, groups: &[Group]) -> Vec<Vec<Score>> {
+        let mut out: Vec<Vec<Option<Score>>> = groups
+            .iter()
+            .map(|g| vec![None; g.completions.len()])
+            .collect();
+        // Every (group, completion, test) run of the batch, scheduled on one bounded pool.
+        struct Job<'a> {
+            gi: usize,
+            ci: usize,
+            program: &'a str,
+            test: &'a TestCase,
+        }
+        let mut tests: Vec<Vec<TestCase>> = Vec::with_capacity(groups.len());
+        for (gi, g) in groups.iter().enumerate() {
+            let field = &self.options.tests_field;
+            let parsed = match g.example.metadata.get(field) {
+                None | Some(Value::Null) => Err(format!("the example has no `{field}` metadata")),
+                Some(v) => parse_tests(v)
+                    .map_err(|e| format!("`{field}` {e}"))
+                    .and_then(|t| {
+                        if t.is_empty() {
+                            Err(format!("`{field}` holds no test cases"))
+                        } else {
+                            Ok(t)
+                        }
+                    }),
+            };
+            match parsed {
+                Ok(t) => tests.push(t),
+                Err(e) => {
+                    for s in &mut out[gi] {
+                        *s = Some(Score::failed(format!("code verifier: {e}")));
+                    }
+                    tests.push(Vec::new());
+                }
+            }
+        }
+        let programs: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| {
+                g.completions
+                    .iter()
+                    .map(|c| extract_code(c, &self.options.languages))
+                    .collect()
+            })
+            .collect();
+        let mut jobs: Vec<Job> = Vec::new();
+        for (gi, (group_programs, group_tests)) in programs.iter().zip(&tests).enumerate() {
+            for (ci, program) in group_programs.iter().enumerate() {
+                for test in group_tests {
+                    jobs.push(Job {
+                        gi,
+                        ci,
+                        program,
+                        test,
+                    });
+                }
+            }
+        }
+        let verdicts: Mutex<Vec<Option<Verdict>>> = Mutex::new(vec![None; jobs.len()]);
+        let next = AtomicUsize::new(0);
+        let workers = self.options.parallel.clamp(1, jobs.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let v = self.run_test(job.program, job.test);
+                    verdicts.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(v);
+                });
+            }
+        });
+        let verdicts = verdicts.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut per: Vec<Vec<Vec<Verdict>>> = groups
+            .iter()
+            .map(|g| vec![Vec::new(); g.completions.len()])
+            .collect();
+        for (job, v) in jobs.iter().zip(verdicts) {
+            per[job.gi][job.ci]
+                .push(v.unwrap_or_else(|| Verdict::Failed("a test run was lost".into())));
+        }
+        out.into_iter()
+            .zip(per)
+            .map(|(scores, vs)| {
+                scores
+                    .into_iter()
+                    .zip(vs)
+                    .map(|(s, v)| s.unwrap_or_else(|| score(&v)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn langs() -> Vec<String> {
+        CodeOptions::default().languages
+    }
+
+    #[test]
+    fn the_last_python_block_is_the_program() {
+        let c = "Try:\n```python\nprint(1)\n```\nBetter:\n```py\nprint(2)\n```\nOutput:\n```text\n2\n```\n";
+        assert_eq!(extract_code(c, &langs()), "print(2)\n");
+        let c = "```\nx = 1\n```\nand\n```bash\nls\n```";
+        assert_eq!(extract_code(c, &langs()), "x = 1\n");
+        assert_eq!(extract_code("print(3)", &langs()), "print(3)");
+        // Cut off inside the code.
+        assert_eq!(
+            extract_code("ok\n```python\nprint(4", &langs()),
+            "print(4\n"
+        );
+        // Indented fences, and reasoning before </think> ignored.
+        let c = "<think>```python\nbad()\n```</think>\n  ```python\n  print(5)\n  ```";
+        assert_eq!(extract_code(c, &langs()), "  print(5)\n");
+    }
+
+    #[test]
+    fn outputs_compare_trimmed_per_line() {
+        assert_eq!(
+            normalize_output("1 2  \n3\t\r\n\n"),
+            normalize_output("1 2\n3")
+        );
+        assert_ne!(normalize_output("1  2"), normalize_output("1 2"));
+    }
+
+    #[test]
+    fn test_formats() {
+        let t = parse_tests(
+            &json!([{"input": "1\n", "output": "2"}, {"assert": "assert f(1) == 2"}, "assert g()"]),
+        )
+        .unwrap();
+        assert_eq!(t.len(), 3);
+        assert!(matches!(&t[0], TestCase::Io { input, output } if input == "1\n" && output == "2"));
+        assert!(matches!(&t[2], TestCase::Assert { code, .. } if code == "assert g()"));
+        let t = parse_tests(&json!({"inputs": ["1", "2"], "outputs": ["a", 3]})).unwrap();
+        assert_eq!(
+            t[1],
+            TestCase::Io {
+                input: "2".into(),
+                output: "3".into()
+            }
+        );
+        let t = parse_tests(&json!("[{\"input\": \"\", \"output\": \"x\"}]")).unwrap();
+        assert_eq!(t.len(), 1);
+        assert!(parse_tests(&json!([{"input": "1"}])).is_err());
+        assert!(parse_tests(&json!({"inputs": ["1"], "outputs": []})).is_err());
+        assert!(parse_tests(&json!(3)).is_err());
+        assert!(parse_tests(&json!("not json")).is_err());
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let o = |v: Value| CodeOptions::from_options(v.as_object().unwrap());
+        let d = o(json!({"timeout_s": 2.5})).unwrap();
+        assert_eq!(d.cpu_s, 3);
+        assert_eq!(d.interpreter, ["python3"]);
+        assert_eq!(
+            o(json!({"interpreter": "python3.11"})).unwrap().interpreter,
+            ["python3.11"]
+        );
+        for bad in [
+            json!({"bogus": 1}),
+            json!({"timeout_s": 0}),
+            json!({"file_name": "../x.py"}),
+            json!({"interpreter": []}),
+            json!({"parallel": 0}),
+            json!({"memory_mb": "a lot"}),
+        ] {
+            assert!(o(bad.clone()).is_err(), "{bad}");
+        }
+        let err = o(json!({"bogus": 1})).unwrap_err().to_string();
+        assert!(err.contains("unknown option `bogus`"), "{err}");
+    }
+}
