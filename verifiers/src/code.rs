@@ -55,7 +55,7 @@ impl Default for CodeOptions {
             timeout_s: 10.0,
             cpu_s: 10,
             memory_mb: 1024,
-            max_processes: 32,
+            max_processes: 16,
             max_output_bytes: 1 << 20,
             max_file_mb: 16,
             max_disk_mb: 64,

@@ -270,6 +270,48 @@ fn huge_stdout_is_capped() {
 }
 
 #[test]
+fn file_size_and_disk_use_are_bounded() {
+    // One file beyond the file-size limit: SIGXFSZ.
+    let mut r = py("with open('big', 'wb') as f:\n    f.write(b'x' * (8 << 20))\n");
+    r.limits.max_file_bytes = 1 << 20;
+    let o = run(&r);
+    assert!(o.file_size_limit_hit, "{o:?}");
+    assert!(!o.success());
+    // Many files under the per-file limit: the work dir's tmpfs fills up, the host disk does not.
+    let code = "import os\ntry:\n    for i in range(100):\n        with open('f%d' % i, 'wb') as f:\n            f.write(b'x' * (1 << 20))\n    print('WROTE ALL')\nexcept OSError as e:\n    print('STOPPED', i, e.errno)\n";
+    let mut r = py(code);
+    r.limits.max_file_bytes = 2 << 20;
+    r.limits.max_disk_bytes = 8 << 20;
+    let o = run(&r);
+    assert!(o.success(), "{}", o.stderr_text());
+    if isolation().mount_ns {
+        assert!(
+            o.stdout_text().starts_with("STOPPED"),
+            "{}",
+            o.stdout_text()
+        );
+    } else {
+        eprintln!("SKIP (part): no mount namespace, the work dir is not a size-limited tmpfs");
+    }
+    assert_host_unharmed(&o);
+}
+
+#[test]
+fn unread_stdin_does_not_block_the_run() {
+    let mut r = sh("exit 5");
+    r.stdin = vec![b'a'; 8 << 20];
+    let started = Instant::now();
+    let o = run(&r);
+    assert_eq!(o.exit_code, Some(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_host_unharmed(&o);
+}
+
+#[test]
 fn writes_outside_the_work_dir_fail() {
     let tmp_target = std::env::temp_dir().join(unique("tmp"));
     let repo_target = Path::new(env!("CARGO_MANIFEST_DIR")).join(unique("repo"));

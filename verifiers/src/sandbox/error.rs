@@ -9,7 +9,7 @@ pub enum SandboxError {
     /// The request has no program to run.
     #[error("sandbox: empty argv")]
     EmptyArgv,
-    /// `argv[0]` was not found (or is not executable) on the sandbox `PATH`.
+    /// `argv[0]` was not found (or is not executable) on the sandbox `PATH` nor on the parent's.
     #[error("sandbox: program `{program}` not found on the sandbox PATH `{path}`")]
     ProgramNotFound { program: String, path: String },
     /// A file to place in the work directory has a name that is not one plain path component.

@@ -126,8 +126,9 @@ impl ChildSetup {
     /// Only for the forked child in `pre_exec`: async-signal-safe system calls on the prepared
     /// data only.
     pub(super) unsafe fn apply(&self) -> io::Result<()> {
-        // SAFETY (all blocks below): plain system calls with pointers to NUL-terminated strings
-        // and buffers owned by `self`, which outlives every call; the child is single-threaded.
+        // Every block below: plain system calls on NUL-terminated strings and buffers owned by
+        // `self` (which outlives the calls), in the single-threaded forked child.
+        // SAFETY: setsid takes no arguments.
         check(unsafe { libc::setsid() } as libc::c_int)?;
 
         let mut flags = 0;
@@ -141,11 +142,14 @@ impl ChildSetup {
             flags |= libc::CLONE_NEWNET;
         }
         if flags != 0 {
+            // SAFETY: unshare takes plain flags; the child is single-threaded (CLONE_NEWUSER
+            // requires it).
             check(unsafe { libc::unshare(flags) })?;
         }
         if self.plan.user_ns {
             // An unprivileged process may map only its own ids, and only after giving up
             // setgroups.
+            // SAFETY: static C strings and buffers owned by `self`; open/write/close only.
             unsafe {
                 write_file(c"/proc/self/setgroups", b"deny")?;
                 write_file(c"/proc/self/uid_map", &self.uid_map)?;
@@ -153,16 +157,24 @@ impl ChildSetup {
             }
         }
         if self.plan.mount_ns {
+            // SAFETY: see `mounts`; same context as this function.
             unsafe { self.mounts()? };
         }
+        // SAFETY: `workdir` is a NUL-terminated string owned by `self`.
         check(unsafe { libc::chdir(self.workdir.as_ptr()) })?;
+        // SAFETY: getrlimit/setrlimit on local structs only.
         unsafe { self.rlimits.apply()? };
         // No setuid/setcap binary can raise privileges again.
+        // SAFETY: prctl with integer arguments only.
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
         if let Some((uid, gid)) = self.drop_to {
+            // SAFETY: an empty group list (null pointer with length 0 is allowed).
             check(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+            // SAFETY: integer arguments only.
             check(unsafe { libc::setgid(gid) })?;
+            // SAFETY: integer arguments only.
             check(unsafe { libc::setuid(uid) })?;
+            // SAFETY: the id getters take no arguments.
             let dropped = unsafe {
                 libc::getuid() == uid
                     && libc::geteuid() == uid
@@ -175,6 +187,7 @@ impl ChildSetup {
         }
         // Descriptors some library leaked without CLOEXEC must not reach the program.
         // ENOSYS (kernel < 5.11) is tolerated: std opens everything close-on-exec.
+        // SAFETY: close_range with integer arguments; CLOEXEC keeps std's exec-error pipe open.
         unsafe {
             libc::syscall(
                 libc::SYS_close_range,
@@ -193,8 +206,8 @@ impl ChildSetup {
     /// As [`ChildSetup::apply`].
     unsafe fn mounts(&self) -> io::Result<()> {
         let null = std::ptr::null::<libc::c_char>();
-        // SAFETY (all blocks): system calls on NUL-terminated strings and structs owned here.
         // Nothing we mount may propagate back to the host.
+        // SAFETY: static NUL-terminated strings and null pointers where mount(2) allows them.
         check(unsafe {
             libc::mount(
                 null,
@@ -205,6 +218,7 @@ impl ChildSetup {
             )
         })?;
         // The staged files, read after the tmpfs hides them.
+        // SAFETY: `workdir` is NUL-terminated and owned by `self`.
         let old = unsafe {
             libc::open(
                 self.workdir.as_ptr(),
@@ -218,6 +232,7 @@ impl ChildSetup {
             propagation: 0,
             userns_fd: 0,
         };
+        // SAFETY: `attr` is a live `struct mount_attr` and its size is passed along.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_mount_setattr,
@@ -232,6 +247,7 @@ impl ChildSetup {
             return Err(last());
         }
         let tmpfs = c"tmpfs".as_ptr();
+        // SAFETY: NUL-terminated strings owned by `self` or static.
         check(unsafe {
             libc::mount(
                 tmpfs,
@@ -241,6 +257,7 @@ impl ChildSetup {
                 self.workdir_opts.as_ptr().cast(),
             )
         })?;
+        // SAFETY: `workdir` is NUL-terminated and owned by `self`.
         let new = unsafe {
             libc::open(
                 self.workdir.as_ptr(),
@@ -249,13 +266,16 @@ impl ChildSetup {
         };
         check(new)?;
         for (name, mode) in &self.files {
+            // SAFETY: descriptors opened above; `name` is NUL-terminated.
             unsafe { copy_file(old, new, name, *mode, self.drop_to)? };
         }
+        // SAFETY: closing the two descriptors opened above.
         unsafe {
             libc::close(old);
             libc::close(new);
         }
         // A private /dev/shm (POSIX semaphores for multiprocessing); absent on some systems.
+        // SAFETY: NUL-terminated strings owned by `self` or static.
         unsafe {
             libc::mount(
                 tmpfs,
@@ -266,6 +286,7 @@ impl ChildSetup {
             )
         };
         // The host's process list, command lines and environments stay out of sight.
+        // SAFETY: static NUL-terminated strings.
         check(unsafe {
             libc::mount(
                 tmpfs,
@@ -287,6 +308,7 @@ unsafe fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
     // SAFETY: `path` is NUL-terminated, `data` a valid buffer of its length.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     check(fd)?;
+    // SAFETY: `fd` is open; `data` is a valid buffer.
     let r = unsafe { write_all(fd, data) };
     // SAFETY: `fd` was opened above.
     unsafe { libc::close(fd) };
@@ -327,7 +349,7 @@ unsafe fn copy_file(
     mode: libc::mode_t,
     owner: Option<(libc::uid_t, libc::gid_t)>,
 ) -> io::Result<()> {
-    // SAFETY (all blocks): descriptors opened here or by the caller; `buf` is a stack buffer.
+    // SAFETY: `from` is an open directory, `name` NUL-terminated.
     let src = unsafe {
         libc::openat(
             from,
@@ -336,6 +358,7 @@ unsafe fn copy_file(
         )
     };
     check(src)?;
+    // SAFETY: `to` is an open directory, `name` NUL-terminated.
     let dst = unsafe {
         libc::openat(
             to,
@@ -347,6 +370,7 @@ unsafe fn copy_file(
     check(dst)?;
     let mut buf = [0u8; 8192];
     loop {
+        // SAFETY: `buf` is a writable stack buffer of `buf.len()` bytes.
         let n = unsafe { libc::read(src, buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             let e = last();
@@ -358,11 +382,14 @@ unsafe fn copy_file(
         if n == 0 {
             break;
         }
+        // SAFETY: `dst` is open; the slice is within `buf`.
         unsafe { write_all(dst, &buf[..n as usize])? };
     }
     if let Some((uid, gid)) = owner {
+        // SAFETY: `dst` is open; integer ids.
         check(unsafe { libc::fchown(dst, uid, gid) })?;
     }
+    // SAFETY: closing the two descriptors opened above.
     unsafe {
         libc::close(src);
         libc::close(dst);

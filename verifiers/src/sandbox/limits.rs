@@ -34,7 +34,7 @@ impl Default for SandboxLimits {
             wall: Duration::from_secs(10),
             cpu_s: 10,
             memory_bytes: 1024 << 20,
-            max_processes: 32,
+            max_processes: 16,
             max_output_bytes: 1 << 20,
             max_file_bytes: 16 << 20,
             max_disk_bytes: 64 << 20,

@@ -40,8 +40,8 @@ use std::time::Duration;
 /// How the sandbox is set up on this host (shared by all runs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxConfig {
-    /// `PATH` inside the sandbox; `argv[0]` without a `/` is looked up here (not on the parent's
-    /// `PATH`, which may point into directories the sandbox uid cannot read).
+    /// `PATH` inside the sandbox; `argv[0]` without a `/` is looked up here first, then in the
+    /// absolute folders of the parent's `PATH` (resolved to an absolute path before the run).
     pub path_env: String,
     /// First dedicated uid (= gid) used when the parent is root; run slots use
     /// `uid_base .. uid_base + uid_slots`. These ids must belong to nobody else on the host: the

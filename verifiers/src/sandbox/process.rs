@@ -80,8 +80,17 @@ pub(super) fn execute(
     req: &SandboxRequest,
 ) -> Result<SandboxOutcome, SandboxError> {
     let argv0 = req.argv.first().ok_or(SandboxError::EmptyArgv)?;
-    let program =
-        resolve_program(argv0, &cfg.path_env).ok_or_else(|| SandboxError::ProgramNotFound {
+    // The sandbox PATH first; then the absolute folders of the parent's PATH (an interpreter
+    // installed under /opt, say), resolved to an absolute path here.
+    let parent_path = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| d.starts_with('/'))
+        .collect::<Vec<_>>()
+        .join(":");
+    let program = resolve_program(argv0, &cfg.path_env)
+        .or_else(|| resolve_program(argv0, &parent_path))
+        .ok_or_else(|| SandboxError::ProgramNotFound {
             program: argv0.clone(),
             path: cfg.path_env.clone(),
         })?;
