@@ -44,6 +44,8 @@ pub struct CodeOptions {
     pub tests_field: String,
     /// Fail every run when the host cannot isolate the network.
     pub require_net_isolation: bool,
+    /// Hide `/proc` from the program (see [`SandboxConfig::hide_proc`]).
+    pub hide_proc: bool,
 }
 
 impl Default for CodeOptions {
@@ -62,6 +64,7 @@ impl Default for CodeOptions {
             parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tests_field: "tests".into(),
             require_net_isolation: false,
+            hide_proc: true,
         }
     }
 }
@@ -69,7 +72,7 @@ impl Default for CodeOptions {
 const KNOWN: &str =
     "interpreter, file_name, languages, timeout_s, cpu_s, memory_mb, max_processes, \
                      max_output_bytes, max_file_mb, max_disk_mb, parallel, tests_field, \
-                     require_net_isolation";
+                     require_net_isolation, hide_proc";
 
 fn config_error(message: String) -> VerifierError {
     VerifierError::Config {
@@ -148,6 +151,11 @@ impl CodeOptions {
                         .filter(|s| !s.is_empty())
                         .ok_or_else(|| config_error("`tests_field` must be a string".into()))?
                         .to_string()
+                }
+                "hide_proc" => {
+                    o.hide_proc = v
+                        .as_bool()
+                        .ok_or_else(|| config_error("`hide_proc` must be a boolean".into()))?
                 }
                 "require_net_isolation" => {
                     o.require_net_isolation = v.as_bool().ok_or_else(|| {
@@ -353,6 +361,7 @@ impl CodeVerifier {
     pub fn new(options: CodeOptions) -> Self {
         let config = SandboxConfig {
             require_net_isolation: options.require_net_isolation,
+            hide_proc: options.hide_proc,
             ..SandboxConfig::default()
         };
         Self::with_sandbox(options, Sandbox::new(config))

@@ -103,6 +103,8 @@ pub(super) struct ChildSetup {
     /// The unprivileged uid/gid to switch to (root parent only).
     pub drop_to: Option<(libc::uid_t, libc::gid_t)>,
     pub rlimits: RlimitPlan,
+    /// Cover `/proc` with an empty tmpfs (mount namespace only).
+    pub hide_proc: bool,
 }
 
 /// The last OS error as an `io::Error` (no allocation).
@@ -200,7 +202,7 @@ impl ChildSetup {
     }
 
     /// In the new mount namespace: host tree private and read-only, tmpfs work directory with
-    /// the staged files copied in, private `/dev/shm`, empty `/proc`.
+    /// the staged files copied in, private `/dev/shm`, empty `/proc` (unless disabled).
     ///
     /// # Safety
     /// As [`ChildSetup::apply`].
@@ -285,6 +287,9 @@ impl ChildSetup {
                 self.shm_opts.as_ptr().cast(),
             )
         };
+        if !self.hide_proc {
+            return Ok(());
+        }
         // The host's process list, command lines and environments stay out of sight.
         // SAFETY: static NUL-terminated strings.
         check(unsafe {

@@ -55,6 +55,10 @@ pub struct SandboxConfig {
     pub work_parent: PathBuf,
     /// Refuse to run (`SandboxError::IsolationUnavailable`) when no network namespace is possible.
     pub require_net_isolation: bool,
+    /// Cover `/proc` with an empty tmpfs under the mount namespace (host processes, command lines
+    /// and — when the run shares the parent's uid — the parent's environment stay invisible).
+    /// Turn off for interpreters that need `/proc/self` (some JVMs).
+    pub hide_proc: bool,
 }
 
 impl Default for SandboxConfig {
@@ -66,6 +70,7 @@ impl Default for SandboxConfig {
             lock_dir: PathBuf::from("/tmp/oxrl-sandbox-uids"),
             work_parent: std::env::temp_dir(),
             require_net_isolation: false,
+            hide_proc: true,
         }
     }
 }

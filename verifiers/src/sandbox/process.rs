@@ -207,6 +207,7 @@ fn run_in(
         shm_opts: cstring(b"size=16m,nr_inodes=1024,mode=1777", "tmpfs options")?,
         drop_to: ids,
         rlimits: RlimitPlan::new(limits),
+        hide_proc: cfg.hide_proc,
     };
 
     let mut cmd = Command::new(program);
