@@ -316,6 +316,7 @@ fn writes_outside_the_work_dir_fail() {
     let tmp_target = std::env::temp_dir().join(unique("tmp"));
     let repo_target = Path::new(env!("CARGO_MANIFEST_DIR")).join(unique("repo"));
     let shm_name = unique("shm");
+    let rel_name = unique("rel");
     let code = format!(
         r#"
 import os
@@ -338,7 +339,7 @@ except OSError as e:
         shm = shm_name,
         tmp = tmp_target.display().to_string(),
         repo = repo_target.display().to_string(),
-        rel = unique("rel"),
+        rel = rel_name,
     );
     let o = run(&py(&code));
     let out = o.stdout_text();
@@ -360,7 +361,10 @@ except OSError as e:
         assert!(!tmp_target.exists(), "{}", tmp_target.display());
         assert!(!repo_target.exists(), "{}", repo_target.display());
     }
+    // Clean up whatever a weaker fallback let through.
     let _ = fs::remove_file(&tmp_target);
+    let _ = fs::remove_file(std::env::temp_dir().join(&rel_name));
+    let _ = fs::remove_file(Path::new("/dev/shm").join(&shm_name));
     let _ = fs::remove_file(&repo_target);
     assert_host_unharmed(&o);
 }
