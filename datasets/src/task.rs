@@ -293,6 +293,9 @@ ignored = true
             }
         }
         names.sort();
-        assert_eq!(names, ["arith", "countdown-shaped", "math-small"]);
+        assert_eq!(
+            names,
+            ["arith", "countdown-shaped", "math-small", "python-plugin"]
+        );
     }
 }

@@ -440,7 +440,10 @@ struct Server {
     bodies: Arc<Mutex<Vec<Value>>>,
 }
 
-fn read_request(stream: &mut TcpStream) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+/// Request headers (lower-case names) and body.
+type Request = (Vec<(String, String)>, Vec<u8>);
+
+fn read_request(stream: &mut TcpStream) -> Option<Request> {
     let mut r = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     r.read_line(&mut line).ok()?;

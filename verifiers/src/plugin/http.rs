@@ -105,7 +105,7 @@ impl HttpConfig {
             c.retries = r;
         }
         c.backoff = match raw.backoff_s {
-            Some(b) if b == 0.0 => Duration::ZERO,
+            Some(0.0) => Duration::ZERO,
             b => seconds(KIND, "backoff_s", b, c.backoff)?,
         };
         let env = |var: &str, key: &str| {
