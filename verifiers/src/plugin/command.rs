@@ -793,7 +793,7 @@ impl Verifier for CommandVerifier {
         let reason = || {
             self.slots
                 .iter()
-                .find_map(|s| lock(&s.state).disabled_because.clone())
+                .find_map(|s| s.state.try_lock().ok()?.disabled_because.clone())
                 .unwrap_or_else(|| format!("plugin `{}`: no worker available", self.name))
         };
         results
@@ -816,7 +816,11 @@ impl Drop for CommandVerifier {
         for w in &mut workers {
             w.close();
         }
-        drop(workers);
+        let until = Instant::now() + EXIT_GRACE;
+        for w in &mut workers {
+            w.wait_exit(until.saturating_duration_since(Instant::now()));
+            w.kill();
+        }
     }
 }
 
