@@ -146,3 +146,156 @@ fn a_broken_task_fails_with_context() {
         "{stderr}"
     );
 }
+
+/// Runs `oxrl verify` on one of the shipped example tasks with a completions file; returns the
+/// scored rows by line and stderr.
+fn run_example_task(task: &str, completions: &[Value]) -> (Vec<Value>, String) {
+    let d = tempfile::tempdir().unwrap();
+    let text: String = completions.iter().map(|c| format!("{c}\n")).collect();
+    write(d.path(), "completions.jsonl", &text);
+    let out = Command::new(env!("CARGO_BIN_EXE_oxrl"))
+        .arg("verify")
+        .arg("--task")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples/tasks")
+                .join(task),
+        )
+        .arg("--completions")
+        .arg(d.path().join("completions.jsonl"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "oxrl verify failed: {stderr}");
+    let mut rows = lines(&String::from_utf8(out.stdout).unwrap());
+    rows.sort_by_key(|r| r["line"].as_u64());
+    (rows, stderr)
+}
+
+/// Asserts a row's rewards to f32 precision.
+fn assert_rewards(row: &Value, want: &[f64]) {
+    let got: Vec<f64> = row["rewards"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rewards in {row}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len(), "{row}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() < 1e-6,
+            "completion {i}: reward {g}, want {w} in {row}"
+        );
+    }
+}
+
+#[test]
+fn countdown_shaped_task_scores_correct_wrong_and_malformed_completions() {
+    let long = format!(
+        "{}</think>\n<answer>44 + 19 + 35</answer>",
+        "x".repeat(2000)
+    );
+    let row = json!({
+        "prompt": "Using the numbers [44, 19, 35], create an equation that equals 98.",
+        "answer": "98",
+        "kind": "countdown",
+        "numbers": [44, 19, 35],
+        "target": 98,
+        "completions": [
+            // Correct, formatted, short: 0.8 + 0.1 + 0.1.
+            "I add them all.</think>\n<answer>44 + 19 + 35</answer>",
+            // Correct with `= target`, formatted.
+            "Try (44 + 35) first.</think> <answer>(44 + 35) + 19 = 98</answer>\n",
+            // Wrong value, formatted: 0.1 + 0.1.
+            "</think>\n<answer>44 + 19 - 35</answer>",
+            // A number used twice.
+            "</think>\n<answer>44 + 44 + 10</answer>",
+            // Correct but no </think>: no format bonus.
+            "<answer>(44 + 35) + 19</answer>",
+            // Correct and formatted but over 2000 characters.
+            long,
+            // Malformed equation, formatted.
+            "</think><answer>44 + + 19</answer>",
+            // No equation at all, and empty.
+            "I give up.",
+            "",
+        ],
+    });
+    let (rows, stderr) = run_example_task("countdown_shaped.toml", &[row]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_rewards(r, &[1.0, 1.0, 0.2, 0.2, 0.9, 0.9, 0.2, 0.1, 0.1]);
+    assert_eq!(
+        r["errors"],
+        json!([null, null, null, null, null, null, null, null, null])
+    );
+    let c = |i: usize, k: &str| r["components"][i][k].as_f64().unwrap();
+    assert_eq!(c(0, "arith"), 1.0);
+    assert_eq!(c(0, "arith.correct"), 1.0);
+    assert_eq!(c(0, "format.pattern"), 1.0);
+    assert_eq!(c(0, "length.within"), 1.0);
+    assert_eq!(c(2, "arith.valid_numbers"), 1.0);
+    assert_eq!(c(2, "arith.correct"), 0.0);
+    assert_eq!(c(3, "arith.valid_numbers"), 0.0);
+    assert_eq!(c(4, "format"), 0.0);
+    assert_eq!(c(5, "length"), 0.0);
+    assert_eq!(c(5, "length.chars"), long.chars().count() as f64);
+    assert_eq!(c(6, "arith.parsed"), 0.0);
+    assert_eq!(c(7, "arith.parsed"), 0.0);
+    assert_eq!(c(7, "format"), 0.0);
+    // Accuracy follows `arith.correct`: 4 of 9.
+    assert!(
+        stderr.contains(
+            "rows: 1  completions: 9  mean reward: 0.5111  accuracy: 0.4444 (`correct` component)  \
+             errors: 0  bad rows: 0"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn arith_task_scores_inline_and_joined_rows() {
+    // The first generated example of the task, joined by id.
+    let task_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tasks/arith.toml");
+    let task = oxrl_datasets::TaskConfig::from_path(&task_path)
+        .unwrap()
+        .load()
+        .unwrap();
+    let first = task.data.train.first().unwrap().clone();
+    let gold = first.answer.clone().unwrap();
+    let rows = [
+        json!({
+            "prompt": "What is 77 - 9?", "answer": "68", "kind": "arith",
+            "expression": "77 - 9", "a": 77, "b": 9, "op": "-",
+            "completions": [
+                "68", "77 - 9 = 68.", "<answer>68</answer> (I double-checked 9 times)",
+                "\\boxed{68}", "69", "68.5", "sixty-eight", ""
+            ],
+        }),
+        json!({
+            "prompt": "What is 617 * 2?", "answer": "1234", "kind": "arith",
+            "completions": ["1,234", "1234.0", "−1234", "12,34"],
+        }),
+        json!({
+            "prompt": "What is 3 - 8?", "answer": "-5", "kind": "arith",
+            "completions": ["3 − 8 = −5", "5", "8-3=5"],
+        }),
+        json!({"id": first.id, "completions": [format!("It is {gold}."), "no idea"]}),
+    ];
+    let (rows, stderr) = run_example_task("arith.toml", &rows);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_rewards(&rows[0], &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_eq!(rows[0]["components"][6]["arith.parsed"], 0.0);
+    assert_eq!(rows[0]["components"][4]["arith.parsed"], 1.0);
+    assert_rewards(&rows[1], &[1.0, 1.0, 0.0, 0.0]);
+    assert_rewards(&rows[2], &[1.0, 0.0, 0.0]);
+    assert_eq!(rows[3]["id"], first.id.as_str());
+    assert_rewards(&rows[3], &[1.0, 0.0]);
+    assert!(
+        stderr.contains(
+            "rows: 4  completions: 17  mean reward: 0.4706  accuracy: 0.4706 (`correct` component)  \
+             errors: 0  bad rows: 0"
+        ),
+        "{stderr}"
+    );
+}

@@ -3,16 +3,18 @@
 //! (mapped through the task's field mapping and rendered with its template) or by an `id` that
 //! joins with the task's dataset. Writes one JSON line per row and a summary to stderr.
 //!
-//! Reward of a completion = Σ weightᵢ · rewardᵢ over the task's verifiers. Components are
-//! reported as `<verifier>` (its reward) and `<verifier>.<component>`. Accuracy is the share of
-//! completions whose first `correct` component is ≥ 0.5, or, when no verifier reports
-//! `correct`, whose reward is ≥ `--threshold`.
+//! The verifiers are built by name with `Registry::builtin()` (every built-in and plugin kind)
+//! into one `WeightedVerifiers`. Reward of a completion = Σ weightᵢ · rewardᵢ over the task's
+//! verifiers. Components are reported as `<verifier>` (its reward) and
+//! `<verifier>.<component>`. Accuracy is the share of completions whose first `correct`
+//! component (in the task's verifier order) is ≥ 0.5, or, when no verifier reports `correct`,
+//! whose reward is ≥ `--threshold`.
 
 use anyhow::{bail, Context, Result};
 use oxrl_datasets::{Example, PromptTemplate, RawRow, RecordKind, RowLocation, TaskConfig};
-use oxrl_verifiers::{Group, Score, Verifier};
+use oxrl_verifiers::{BuildContext, Group, Registry, Verifier, WeightedVerifiers};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 
@@ -38,52 +40,14 @@ pub struct VerifyArgs {
     pub batch_size: usize,
 }
 
-/// One verifier of the task with its weight.
-struct Weighted {
-    name: String,
-    weight: f32,
-    verifier: Box<dyn Verifier>,
-}
-
-/// Builds the task's verifiers.
-fn build_verifiers(task: &TaskConfig) -> Result<Vec<Weighted>> {
-    let mut out = Vec::new();
-    for (i, spec) in task.verifier_specs().into_iter().enumerate() {
-        let name = spec
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let weight = spec.get("weight").and_then(Value::as_f64).unwrap_or(1.0) as f32;
-        let mut options = spec.as_object().cloned().unwrap_or_default();
-        options.remove("name");
-        options.remove("weight");
-        let verifier: Box<dyn Verifier> = match name.as_str() {
-            "math" => Box::new(
-                oxrl_verifiers::MathVerifier::from_config(&Value::Object(options))
-                    .with_context(|| format!("task.verifiers[{i}] (`{name}`)"))?,
-            ),
-            other => bail!(
-                "task.verifiers[{i}]: verifier `{other}` is not available in this build \
-                 (known: math)"
-            ),
-        };
-        // The same verifier twice gets distinct component names.
-        let label = if out.iter().any(|w: &Weighted| w.name == name) {
-            format!("{name}#{i}")
-        } else {
-            name
-        };
-        out.push(Weighted {
-            name: label,
-            weight,
-            verifier,
-        });
-    }
-    if out.is_empty() {
+/// Builds the task's weighted verifiers through the registry (relative paths in options resolve
+/// against the task file's folder).
+fn build_verifiers(task: &TaskConfig) -> Result<WeightedVerifiers> {
+    if task.verifiers.is_empty() {
         bail!("the task has no [[task.verifiers]]");
     }
-    Ok(out)
+    Ok(Registry::builtin()
+        .build_weighted(&task.verifier_specs(), &BuildContext::new(&task.base_dir))?)
 }
 
 /// One parsed input row.
@@ -270,11 +234,14 @@ struct Summary {
 /// Scores a batch of rows and writes their lines.
 fn score_batch(
     rows: &[Row],
-    verifiers: &[Weighted],
+    verifiers: &WeightedVerifiers,
     threshold: f32,
     out: &mut dyn Write,
     summary: &mut Summary,
 ) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let groups: Vec<Group> = rows
         .iter()
         .map(|r| Group {
@@ -282,55 +249,37 @@ fn score_batch(
             completions: r.completions.clone(),
         })
         .collect();
-    let scores: Vec<Vec<Vec<Score>>> = verifiers
+    // `<label>.correct` of each member, in the task's order: the first one present decides
+    // accuracy.
+    let correct_keys: Vec<String> = verifiers
+        .members()
         .iter()
-        .map(|w| w.verifier.score(&groups))
+        .map(|m| format!("{}.correct", m.label))
         .collect();
-    for (g, row) in rows.iter().enumerate() {
+    let scores = verifiers.score(&groups);
+    for (row, group_scores) in rows.iter().zip(scores) {
         let mut rewards = Vec::with_capacity(row.completions.len());
         let mut components = Vec::with_capacity(row.completions.len());
         let mut errors = Vec::with_capacity(row.completions.len());
-        for c in 0..row.completions.len() {
-            let mut reward = 0f32;
-            let mut comps = BTreeMap::new();
-            let mut errs = Vec::new();
-            let mut correct = None;
-            for (w, per_verifier) in verifiers.iter().zip(&scores) {
-                let score = per_verifier.get(g).and_then(|s| s.get(c));
-                let Some(score) = score else {
-                    errs.push(format!("{}: returned no score", w.name));
-                    continue;
-                };
-                reward += w.weight * score.reward;
-                comps.insert(w.name.clone(), score.reward);
-                for (k, v) in &score.components {
-                    comps.insert(format!("{}.{k}", w.name), *v);
-                    if k == "correct" && correct.is_none() {
-                        correct = Some(*v >= 0.5);
-                    }
-                }
-                if let Some(e) = &score.error {
-                    errs.push(format!("{}: {e}", w.name));
-                }
-            }
+        for score in group_scores {
+            let correct = correct_keys
+                .iter()
+                .find_map(|k| score.components.get(k))
+                .map(|v| *v >= 0.5);
             summary.completions += 1;
-            summary.reward_sum += f64::from(reward);
+            summary.reward_sum += f64::from(score.reward);
             if correct.is_some() {
                 summary.used_correct_component = true;
             }
-            if correct.unwrap_or(reward >= threshold) {
+            if correct.unwrap_or(score.reward >= threshold) {
                 summary.correct += 1;
             }
-            if !errs.is_empty() {
+            if score.error.is_some() {
                 summary.errors += 1;
             }
-            rewards.push(reward);
-            components.push(comps);
-            errors.push(if errs.is_empty() {
-                Value::Null
-            } else {
-                Value::String(errs.join("; "))
-            });
+            rewards.push(score.reward);
+            components.push(score.components);
+            errors.push(score.error.map_or(Value::Null, Value::String));
         }
         summary.rows += 1;
         let line = json!({

@@ -1,7 +1,8 @@
 //! The `arith` verifier: checks answers of the built-in synthetic tasks (`synthetic:arith`,
 //! `synthetic:countdown`). The metadata field `kind` says which: `arith` compares the final
 //! integer of the completion with the answer; `countdown` checks the equation (see
-//! [`super::countdown`]). The field names are a contract with `oxrl-datasets`' generators.
+//! [`crate::builtin::check_countdown`]). The field names are a contract with `oxrl-datasets`'
+//! generators.
 
 use super::countdown::check_countdown;
 use super::options::Options;

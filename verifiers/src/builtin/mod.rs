@@ -14,9 +14,11 @@ mod length;
 mod options;
 mod regex;
 
-pub use arith::ArithVerifier;
+pub use arith::{final_integer, ArithVerifier};
 pub use choice::{extract_choice, ChoiceVerifier};
-pub use countdown::{check_countdown, parse_expression, Countdown, Rational};
+pub use countdown::{
+    check_countdown, countdown_equation, parse_expression, Countdown, ParsedExpression, Rational,
+};
 pub use exact::{ContainsVerifier, ExactVerifier};
 pub use format::FormatVerifier;
 pub use json_schema::JsonSchemaVerifier;
