@@ -19,8 +19,23 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// Fixes candle's CPU thread count once, at start-up. Without `RAYON_NUM_THREADS` (or
+/// `CANDLE_NUM_THREADS`) set, candle 0.11 recomputes its default on *every* matmul by reading and
+/// parsing `/proc/cpuinfo` (`num_cpus::get_physical`): about a quarter of a batch-1 decode step
+/// of SmolLM2-135M was spent in the kernel formatting that file (perf, see BENCHMARKS.md).
+/// Setting the variable to the same default makes every later lookup an environment read.
+fn pin_thread_count() {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| v.parse::<usize>().is_ok_and(|n| n > 0));
+    if !set("CANDLE_NUM_THREADS") && !set("RAYON_NUM_THREADS") {
+        let n = candle_core::utils::get_num_threads();
+        // Called first thing in `main`, before any other thread exists.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tune_allocator();
+    pin_thread_count();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

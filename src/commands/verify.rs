@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use oxrl_datasets::{Example, PromptTemplate, RawRow, RecordKind, RowLocation, TaskConfig};
 use oxrl_verifiers::{BuildContext, Group, Registry, Verifier, WeightedVerifiers};
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 
@@ -282,16 +282,29 @@ fn score_batch(
             errors.push(score.error.map_or(Value::Null, Value::String));
         }
         summary.rows += 1;
-        let line = json!({
-            "id": row.id,
-            "line": row.line,
-            "rewards": rewards,
-            "components": components,
-            "errors": errors,
-        });
+        // Serialised straight from the f32 values (not through `serde_json::Value`, which
+        // widens to f64 and would print 0.2 as 0.20000000298023224).
+        let line = serde_json::to_string(&OutputLine {
+            id: &row.id,
+            line: row.line,
+            rewards: &rewards,
+            components: &components,
+            errors: &errors,
+        })
+        .context("encoding an output line")?;
         writeln!(out, "{line}").context("writing the output")?;
     }
     Ok(())
+}
+
+/// One line of `oxrl verify` output: the scores of one input row.
+#[derive(serde::Serialize)]
+struct OutputLine<'a> {
+    id: &'a str,
+    line: usize,
+    rewards: &'a [f32],
+    components: &'a [BTreeMap<String, f32>],
+    errors: &'a [Value],
 }
 
 /// Runs `oxrl verify`.
