@@ -509,7 +509,14 @@ impl Transformer {
     fn lm_logits(&self, hidden: &Tensor, mode: ForwardMode) -> Result<Tensor> {
         let logits = match &self.lm_head {
             Some(head) => head.forward(hidden, mode)?,
-            None => hidden.matmul(&self.embed.get(mode.track && self.base_trainable).t()?)?,
+            None => {
+                let w = self.embed.get(mode.track && self.base_trainable);
+                if !mode.track && crate::gemv::applies(hidden, w) {
+                    crate::gemv::matmul_xwt(hidden, w)?
+                } else {
+                    hidden.matmul(&w.t()?)?
+                }
+            }
         };
         Ok(logits)
     }

@@ -94,7 +94,11 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
         let track_base = mode.track && self.base_trainable;
         let w = self.weight.get(track_base);
-        let mut y = x.matmul(&w.t()?)?;
+        let mut y = if !mode.track && crate::gemv::applies(x, w) {
+            crate::gemv::matmul_xwt(x, w)?
+        } else {
+            x.matmul(&w.t()?)?
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b.get(track_base))?;
         }

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod gemv;
 pub mod gguf;
 pub mod init;
 pub mod kv_cache;

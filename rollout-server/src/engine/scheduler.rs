@@ -384,8 +384,11 @@ impl Scheduler {
             &r.samples,
             r.cached_prompt_tokens,
         );
-        let _ = r.tx.send(StreamEvent::Done(resp));
+        // Gauges and counters first: a client that reads the metrics as soon as its response
+        // arrives must see its blocks returned and its request counted.
+        self.update_gauges();
         MetricsShared::add(&self.shared.metrics.requests_finished, 1);
+        let _ = r.tx.send(StreamEvent::Done(resp));
     }
 
     /// Sends `Done` for every request whose samples have all finished.
