@@ -782,7 +782,6 @@ impl Transformer {
             cfg.num_key_value_heads,
             cfg.head_dim,
         );
-        let g = cfg.gqa_group();
         let qmax = seqs.iter().map(|s| s.tokens.len()).max().unwrap_or(1);
         let lmax = seqs
             .iter()
@@ -794,7 +793,17 @@ impl Transformer {
         let mut positions = vec![0usize; b * qmax];
         let mut write_slots = vec![0u32; b * qmax];
         let mut read_slots = vec![0u32; b * lmax];
-        let mut mask = vec![f32::NEG_INFINITY; b * qmax * lmax];
+        // f32 on the CPU: attention reads the pools in place (`paged_attention`) and needs only
+        // how many context positions each query row sees; otherwise a padded mask.
+        let in_place = self.dtype == DType::F32
+            && self.device.is_cpu()
+            && cfg.gqa_group() <= crate::paged_attention::MAX_GROUP;
+        let mut limits = vec![0usize; b * qmax];
+        let mut mask = if in_place {
+            Vec::new()
+        } else {
+            vec![f32::NEG_INFINITY; b * qmax * lmax]
+        };
         for (bi, s) in seqs.iter().enumerate() {
             let old = s.cache.len();
             let ctx = old + s.tokens.len();
@@ -811,8 +820,11 @@ impl Transformer {
             }
             for i in 0..qmax {
                 let limit = if i < s.tokens.len() { old + i + 1 } else { ctx };
-                let row = &mut mask[(bi * qmax + i) * lmax..(bi * qmax + i + 1) * lmax];
-                row[..limit].iter_mut().for_each(|m| *m = 0.0);
+                limits[bi * qmax + i] = limit;
+                if !in_place {
+                    let row = &mut mask[(bi * qmax + i) * lmax..(bi * qmax + i + 1) * lmax];
+                    row[..limit].iter_mut().for_each(|m| *m = 0.0);
+                }
             }
         }
         let dev = &self.device;
@@ -823,8 +835,20 @@ impl Transformer {
         let write_idx = Tensor::from_vec(write_slots, (b * qmax, 1), dev)?
             .broadcast_as((b * qmax, kv_dim))?
             .contiguous()?;
-        let read_idx = Tensor::from_vec(read_slots, b * lmax, dev)?;
-        let mask = Tensor::from_vec(mask, (b, 1, 1, qmax, lmax), dev)?.to_dtype(self.dtype)?;
+        let read_idx = Tensor::from_slice(&read_slots, b * lmax, dev)?;
+        let mask = if in_place {
+            None
+        } else {
+            Some(Tensor::from_vec(mask, (b, 1, 1, qmax, lmax), dev)?.to_dtype(self.dtype)?)
+        };
+        let att_shape = crate::paged_attention::AttentionShape {
+            batch: b,
+            qmax,
+            lmax,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: d,
+        };
         let scale = 1.0 / (d as f64).sqrt();
         let mode = ForwardMode::INFER;
         let mut x = self.embed_tokens(&tokens, false)?;
@@ -849,31 +873,85 @@ impl Transformer {
             let (kpool, vpool) = cache.layer(li);
             kpool.scatter_set(&write_idx, &k_rows, 0)?;
             vpool.scatter_set(&write_idx, &v.contiguous()?, 0)?;
-            let keys = kpool
-                .index_select(&read_idx, 0)?
-                .reshape((b, lmax, nkv, d))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let vals = vpool
-                .index_select(&read_idx, 0)?
-                .reshape((b, lmax, nkv, d))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let q = q.reshape((b, nkv, g * qmax, d))?;
-            let att = (q.matmul(&keys.t()?)? * scale)?;
-            let att = att.reshape((b, nkv, g, qmax, lmax))?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax_last_dim(&att)?.reshape((b, nkv, g * qmax, lmax))?;
-            let y = att
-                .matmul(&vals)?
-                .reshape((b, nh, qmax, d))?
-                .transpose(1, 2)?
-                .reshape((b * qmax, nh * d))?;
+            let y = match &mask {
+                None => crate::paged_attention::paged_attention(
+                    &q,
+                    kpool,
+                    vpool,
+                    &read_slots,
+                    &limits,
+                    att_shape,
+                    scale as f32,
+                )?,
+                Some(mask) => {
+                    self.gathered_attention(&q, kpool, vpool, &read_idx, mask, att_shape, scale)?
+                }
+            };
             x = (x + layer.o.forward(&y, mode)?)?;
             let h = rms_norm_fused(&x, layer.post_norm.get(false), cfg.rms_norm_eps)?;
             let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h, mode)?)?
                 * layer.up.forward(&h, mode)?)?;
             x = (x + layer.down.forward(&mlp, mode)?)?;
         }
+        self.step_logits(seqs, x, want, qmax)
+    }
+
+    /// The general attention of the inference step: gathers every sequence's context from the
+    /// pools into a padded copy, then `softmax(scale · q Kᵀ + mask) V`.
+    #[allow(clippy::too_many_arguments)]
+    fn gathered_attention(
+        &self,
+        q: &Tensor,
+        kpool: &Tensor,
+        vpool: &Tensor,
+        read_idx: &Tensor,
+        mask: &Tensor,
+        shape: crate::paged_attention::AttentionShape,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let crate::paged_attention::AttentionShape {
+            batch: b,
+            qmax,
+            lmax,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: d,
+        } = shape;
+        let g = nh / nkv;
+        {
+            let keys = kpool
+                .index_select(read_idx, 0)?
+                .reshape((b, lmax, nkv, d))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let vals = vpool
+                .index_select(read_idx, 0)?
+                .reshape((b, lmax, nkv, d))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let q = q.reshape((b, nkv, g * qmax, d))?;
+            let att = (q.matmul(&keys.t()?)? * scale)?;
+            let att = att.reshape((b, nkv, g, qmax, lmax))?.broadcast_add(mask)?;
+            let att = candle_nn::ops::softmax_last_dim(&att)?.reshape((b, nkv, g * qmax, lmax))?;
+            Ok(att
+                .matmul(&vals)?
+                .reshape((b, nh, qmax, d))?
+                .transpose(1, 2)?
+                .reshape((b * qmax, nh * d))?)
+        }
+    }
+
+    /// The step's logits (last or every new token) from the final hidden states, and the
+    /// sequences' lengths advanced.
+    fn step_logits(
+        &self,
+        seqs: &mut [StepSeq<'_>],
+        x: Tensor,
+        want: StepLogits,
+        qmax: usize,
+    ) -> Result<Tensor> {
+        let b = seqs.len();
+        let mode = ForwardMode::INFER;
         let rows: Vec<u32> = match want {
             StepLogits::Last => seqs
                 .iter()
@@ -890,9 +968,9 @@ impl Transformer {
             x
         } else {
             let n = rows.len();
-            x.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?
+            x.index_select(&Tensor::from_vec(rows, n, &self.device)?, 0)?
         };
-        let x = rms_norm_fused(&x, self.norm.get(false), cfg.rms_norm_eps)?;
+        let x = rms_norm_fused(&x, self.norm.get(false), self.cfg.rms_norm_eps)?;
         let logits = self.lm_logits(&x, mode)?.to_dtype(DType::F32)?;
         for s in seqs.iter_mut() {
             let len = s.cache.len() + s.tokens.len();

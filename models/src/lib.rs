@@ -20,6 +20,7 @@ pub mod layers;
 pub mod load;
 pub mod lora;
 pub mod ops;
+pub mod paged_attention;
 pub mod resolve;
 pub mod rope;
 pub mod save;
