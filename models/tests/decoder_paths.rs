@@ -165,3 +165,24 @@ fn score_tokens_equals_training_logits() {
     let b = reference(&m, &[toks]).remove(0);
     assert!(max_abs_diff(&a, &b) <= 1e-5);
 }
+
+/// Non-f32 models take the gathered attention (padded K/V copies + mask) instead of the in-place
+/// paged kernel: a bf16 model's inference path must follow the f32 model's (bf16 rounding only)
+/// and agree with its own training forward.
+#[test]
+fn gathered_attention_path_in_bf16_follows_f32() {
+    let (cfg, m16) = model(Arch::Qwen2, false, DType::BF16);
+    let (_, m32) = model(Arch::Qwen2, false, DType::F32);
+    let toks = seq_tokens(8, 37, cfg.vocab_size as u32);
+    let f32_of = |t: Tensor| t.to_dtype(DType::F32).unwrap();
+    let a = f32_of(m16.score_tokens(&toks).unwrap());
+    let b = f32_of(reference(&m16, &[toks.clone()]).remove(0));
+    let c = m32.score_tokens(&toks).unwrap();
+    let (ab, ac) = (max_abs_diff(&a, &b), max_abs_diff(&a, &c));
+    let scale = max_abs_diff(&c, &c.zeros_like().unwrap());
+    eprintln!("bf16 inference vs bf16 training {ab}, vs f32 inference {ac}, |logits| ≤ {scale}");
+    assert!(
+        ab <= 0.05 * scale && ac <= 0.05 * scale,
+        "{ab} {ac} {scale}"
+    );
+}
