@@ -176,7 +176,7 @@ fn gathered_attention_path_in_bf16_follows_f32() {
     let toks = seq_tokens(8, 37, cfg.vocab_size as u32);
     let f32_of = |t: Tensor| t.to_dtype(DType::F32).unwrap();
     let a = f32_of(m16.score_tokens(&toks).unwrap());
-    let b = f32_of(reference(&m16, &[toks.clone()]).remove(0));
+    let b = f32_of(reference(&m16, std::slice::from_ref(&toks)).remove(0));
     let c = m32.score_tokens(&toks).unwrap();
     let (ab, ac) = (max_abs_diff(&a, &b), max_abs_diff(&a, &c));
     let scale = max_abs_diff(&c, &c.zeros_like().unwrap());
