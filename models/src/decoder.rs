@@ -835,11 +835,14 @@ impl Transformer {
         let write_idx = Tensor::from_vec(write_slots, (b * qmax, 1), dev)?
             .broadcast_as((b * qmax, kv_dim))?
             .contiguous()?;
-        let read_idx = Tensor::from_slice(&read_slots, b * lmax, dev)?;
-        let mask = if in_place {
+        // What the gathered attention needs: the read slots as an index tensor and the mask.
+        let gathered = if in_place {
             None
         } else {
-            Some(Tensor::from_vec(mask, (b, 1, 1, qmax, lmax), dev)?.to_dtype(self.dtype)?)
+            Some((
+                Tensor::from_slice(&read_slots, b * lmax, dev)?,
+                Tensor::from_vec(mask, (b, 1, 1, qmax, lmax), dev)?.to_dtype(self.dtype)?,
+            ))
         };
         let att_shape = crate::paged_attention::AttentionShape {
             batch: b,
@@ -873,7 +876,7 @@ impl Transformer {
             let (kpool, vpool) = cache.layer(li);
             kpool.scatter_set(&write_idx, &k_rows, 0)?;
             vpool.scatter_set(&write_idx, &v.contiguous()?, 0)?;
-            let y = match &mask {
+            let y = match &gathered {
                 None => crate::paged_attention::paged_attention(
                     &q,
                     kpool,
@@ -883,8 +886,8 @@ impl Transformer {
                     att_shape,
                     scale as f32,
                 )?,
-                Some(mask) => {
-                    self.gathered_attention(&q, kpool, vpool, &read_idx, mask, att_shape, scale)?
+                Some((read_idx, mask)) => {
+                    self.gathered_attention(&q, kpool, vpool, read_idx, mask, att_shape, scale)?
                 }
             };
             x = (x + layer.o.forward(&y, mode)?)?;

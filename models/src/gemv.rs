@@ -25,8 +25,9 @@ pub fn applies(x: &Tensor, w: &Tensor) -> bool {
         && w.is_contiguous()
 }
 
+/// Dot product with 16 independent accumulators (vectorised inside `target_feature` callers).
 #[inline(always)]
-fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let n = a.len().min(b.len());
     let chunks = n / 16;
@@ -72,6 +73,23 @@ fn rows(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
     rows_generic(x, m, k, w, out)
 }
 
+/// The values of a contiguous f32 CPU tensor's storage, or an error naming `what`.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
+            match layout.contiguous_offsets() {
+                Some((a, b)) => Ok(&v[a..b]),
+                None => candle_core::bail!("{what} is not contiguous"),
+            }
+        }
+        _ => candle_core::bail!("{what} must be f32 on the CPU"),
+    }
+}
+
 /// `x · wᵀ` for `x` `[m, k]` (m ≤ [`MAX_ROWS`]) and `w` `[n, k]`, f32 on the CPU. No gradient.
 pub fn matmul_xwt(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let (m, k) = x.dims2()?;
@@ -81,15 +99,7 @@ pub fn matmul_xwt(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     }
     let xv = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let (storage, layout) = w.storage_and_layout();
-    let wv = match &*storage {
-        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
-            match layout.contiguous_offsets() {
-                Some((a, b)) => &v[a..b],
-                None => candle_core::bail!("matmul_xwt: weight not contiguous"),
-            }
-        }
-        _ => candle_core::bail!("matmul_xwt: weight must be f32 on the CPU"),
-    };
+    let wv = contiguous_f32(&storage, layout, "matmul_xwt: weight")?;
     let mut out_t = vec![0f32; n * m];
     out_t
         .par_chunks_mut(ROWS_PER_TASK * m)

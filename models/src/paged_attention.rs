@@ -8,6 +8,7 @@
 //! It computes the same function as the general path (f32 accumulation throughout); the decoder
 //! tests hold both inference paths to the training forward at 1e-5.
 
+use crate::gemv::{contiguous_f32, dot_generic as dot};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -39,40 +40,6 @@ pub fn applies(q: &Tensor, kpool: &Tensor, vpool: &Tensor) -> bool {
         && vpool.dtype() == DType::F32
         && kpool.is_contiguous()
         && vpool.is_contiguous()
-}
-
-fn f32_slice<'a>(
-    storage: &'a candle_core::Storage,
-    layout: &candle_core::Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
-    match storage {
-        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
-            match layout.contiguous_offsets() {
-                Some((a, b)) => Ok(&v[a..b]),
-                None => candle_core::bail!("paged attention: {what} is not contiguous"),
-            }
-        }
-        _ => candle_core::bail!("paged attention: {what} must be f32 on the CPU"),
-    }
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let n = a.len().min(b.len());
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let (ac, bc) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for l in 0..8 {
-            acc[l] += ac[l] * bc[l];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..n {
-        s += a[i] * b[i];
-    }
-    s
 }
 
 /// Attention of one `(sequence, KV head)`: its `g` query heads × `qmax` rows, each context row
@@ -199,7 +166,8 @@ pub fn paged_attention(
     let g = nh / nkv;
     let kv_dim = nkv * d;
     let q = q.contiguous()?;
-    let qv = q.flatten_all()?.to_vec1::<f32>()?;
+    let (qs, ql) = q.storage_and_layout();
+    let qv = contiguous_f32(&qs, ql, "paged attention: q")?;
     if qv.len() != b * nh * qmax * d {
         candle_core::bail!(
             "paged attention: q has {} values, expected {}",
@@ -209,8 +177,8 @@ pub fn paged_attention(
     }
     let (ks, kl) = kpool.storage_and_layout();
     let (vs, vl) = vpool.storage_and_layout();
-    let keys = f32_slice(&ks, kl, "key pool")?;
-    let values = f32_slice(&vs, vl, "value pool")?;
+    let keys = contiguous_f32(&ks, kl, "paged attention: key pool")?;
+    let values = contiguous_f32(&vs, vl, "paged attention: value pool")?;
     let slots_max = read_slots.iter().copied().max().unwrap_or(0) as usize;
     if (slots_max + 1) * kv_dim > keys.len().min(values.len()) {
         candle_core::bail!("paged attention: slot {slots_max} is outside the pools");
@@ -251,6 +219,7 @@ pub fn paged_attention(
                 qrows, keys, values, slots, lims, kv_dim, col, hg, d, scale, scores, o,
             );
         });
+    drop(qs);
     drop(ks);
     drop(vs);
     Tensor::from_vec(out, (b, nh, qmax, d), q.device())?

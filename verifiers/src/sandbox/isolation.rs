@@ -201,6 +201,19 @@ impl ChildSetup {
         Ok(())
     }
 
+    /// Opens the work directory (path as it stands now) for reading; async-signal-safe.
+    fn open_workdir(&self) -> io::Result<libc::c_int> {
+        // SAFETY: `workdir` is NUL-terminated and owned by `self`.
+        let fd = unsafe {
+            libc::open(
+                self.workdir.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        check(fd)?;
+        Ok(fd)
+    }
+
     /// In the new mount namespace: host tree private and read-only, tmpfs work directory with
     /// the staged files copied in, private `/dev/shm`, empty `/proc` (unless disabled).
     ///
@@ -220,14 +233,7 @@ impl ChildSetup {
             )
         })?;
         // The staged files, read after the tmpfs hides them.
-        // SAFETY: `workdir` is NUL-terminated and owned by `self`.
-        let old = unsafe {
-            libc::open(
-                self.workdir.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        check(old)?;
+        let old = self.open_workdir()?;
         let attr = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
             attr_clr: 0,
@@ -259,14 +265,7 @@ impl ChildSetup {
                 self.workdir_opts.as_ptr().cast(),
             )
         })?;
-        // SAFETY: `workdir` is NUL-terminated and owned by `self`.
-        let new = unsafe {
-            libc::open(
-                self.workdir.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        check(new)?;
+        let new = self.open_workdir()?;
         for (name, mode) in &self.files {
             // SAFETY: descriptors opened above; `name` is NUL-terminated.
             unsafe { copy_file(old, new, name, *mode, self.drop_to)? };
