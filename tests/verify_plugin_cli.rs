@@ -159,3 +159,31 @@ for line in sys.stdin:
         "{stderr}"
     );
 }
+
+/// What a user types at the repository root: a relative task path, whose plugin script is
+/// relative to the task file while the worker runs in the task's folder.
+#[test]
+fn a_relative_task_path_finds_its_plugin() {
+    let d = tempfile::tempdir().unwrap();
+    let completions = d.path().join("c.jsonl");
+    std::fs::write(
+        &completions,
+        "{\"id\": \"k01\", \"completions\": [\"A blue wave rolls in.\", \"No match here.\"]}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_oxrl"))
+        .current_dir(repo())
+        .args([
+            "verify",
+            "--task",
+            "examples/tasks/python_plugin.toml",
+            "--completions",
+        ])
+        .arg(&completions)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let row: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(row["rewards"], json!([1.0, 0.2]), "{row}");
+}

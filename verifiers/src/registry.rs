@@ -27,14 +27,16 @@ impl BuildContext {
         }
     }
 
-    /// `path` resolved against the base folder (absolute paths are kept).
+    /// `path` resolved against the base folder, made absolute (against the current directory
+    /// when the base folder is itself relative), so that a plugin started in another working
+    /// directory still finds it. Absolute paths are kept.
     pub fn resolve(&self, path: &str) -> PathBuf {
         let p = PathBuf::from(path);
         if p.is_absolute() {
-            p
-        } else {
-            self.base_dir.join(p)
+            return p;
         }
+        let joined = self.base_dir.join(p);
+        std::path::absolute(&joined).unwrap_or(joined)
     }
 }
 
@@ -309,6 +311,18 @@ mod tests {
                 .map(|g| vec![Score::reward(1.0); g.completions.len().saturating_sub(1)])
                 .collect()
         }
+    }
+
+    #[test]
+    fn relative_paths_resolve_to_absolute_ones() {
+        let here = std::env::current_dir().unwrap();
+        let ctx = BuildContext::new("examples/tasks");
+        assert_eq!(
+            ctx.resolve("../plugins/p.py"),
+            here.join("examples/tasks/../plugins/p.py")
+        );
+        assert_eq!(ctx.resolve("/abs/p.py"), PathBuf::from("/abs/p.py"));
+        assert_eq!(BuildContext::default().resolve("p.py"), here.join("p.py"));
     }
 
     #[test]
