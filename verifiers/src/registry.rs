@@ -36,7 +36,13 @@ impl BuildContext {
             return p;
         }
         let joined = self.base_dir.join(p);
-        std::path::absolute(&joined).unwrap_or(joined)
+        if joined.is_absolute() {
+            return joined;
+        }
+        match std::env::current_dir() {
+            Ok(here) => here.join(joined),
+            Err(_) => joined,
+        }
     }
 }
 
