@@ -7,6 +7,7 @@ mod bench_train;
 pub mod generate;
 pub mod init_model;
 pub mod logprobs;
+pub mod loss;
 mod model_arg;
 pub mod serve;
 pub mod verify;
@@ -32,6 +33,8 @@ pub enum Command {
     Logprobs(logprobs::LogprobsArgs),
     /// Write a randomly initialised model with a tokenizer in HF layout.
     InitModel(init_model::InitModelArgs),
+    /// Evaluate loss / advantage / KL cases (TRL and verl field names) in f64 as JSON.
+    Loss(loss::LossArgs),
     /// Score a file of completions with a task's verifiers (offline).
     Verify(verify::VerifyArgs),
     /// Serve a model over HTTP: OpenAI-compatible API, rollouts, weight updates, metrics.
@@ -42,6 +45,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Verify(args) => verify::run(args),
+        Command::Loss(args) => loss::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),
