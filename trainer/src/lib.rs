@@ -35,11 +35,16 @@ pub mod value_loss;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod eval;
+pub mod grpo;
 pub mod metrics;
+pub mod policy;
 pub mod prompts;
 pub mod reward;
+pub mod seeds;
 pub mod sft;
 pub mod task;
 pub mod train_error;
+pub mod train_loop;
 
 pub use error::{MathError, Result};

@@ -1,0 +1,60 @@
+//! `oxrl train CONFIG.toml [--set key=value …] [--resume DIR|latest]`: parses the arguments and
+//! hands the configuration to the trainer library (`oxrl_trainer::train_loop`).
+
+use anyhow::Context;
+use oxrl_trainer::config::{Override, TrainConfig};
+use oxrl_trainer::train_loop::{train, TrainOptions};
+use std::path::PathBuf;
+
+/// Arguments of `oxrl train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Training configuration (TOML; see examples/sft.toml, examples/grpo.toml).
+    pub config: PathBuf,
+    /// Override a config key: `--set algorithm.steps=10 --set optim.lr=1e-4`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue from a checkpoint directory, or `latest` (the run's newest checkpoint).
+    #[arg(long, value_name = "DIR|latest")]
+    pub resume: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs `oxrl train`.
+pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    let overrides = a
+        .set
+        .iter()
+        .map(|s| Override::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let loaded = TrainConfig::load(&a.config, &overrides)?;
+    let opts = TrainOptions {
+        resume: a.resume,
+        progress: a.quiet.then_some(false),
+    };
+    let s = train(&loaded, &opts).with_context(|| format!("training {}", a.config.display()))?;
+    let first = s.records.iter().find(|r| r.get("step").and_then(|v| v.as_u64()) > Some(0));
+    let last = s.records.last();
+    let show = |key: &str| -> Option<String> {
+        let f = first?.get(key)?.as_f64()?;
+        let l = last?.get(key)?.as_f64()?;
+        Some(format!("{key} {f:.4} -> {l:.4}"))
+    };
+    let moved: Vec<String> = ["loss", "reward", "accuracy", "eval_loss", "eval_accuracy"]
+        .iter()
+        .filter_map(|k| show(k))
+        .collect();
+    println!(
+        "trained steps {}..{} ({})",
+        s.resumed_from + 1,
+        s.last_step,
+        if moved.is_empty() { "no metrics".to_string() } else { moved.join(", ") }
+    );
+    println!("metrics: {}", s.metrics_path.display());
+    if let Some(c) = &s.checkpoint {
+        println!("checkpoint: {}", c.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,611 @@
+//! The `oxrl train` configuration: one TOML file with the sections `model`, `task` (or
+//! `task_file`), `algorithm`, `rollout`, `optim`, `kl`, `checkpoint`, `eval`, `log` and the
+//! top-level `seed` / `output_dir`. Every table rejects unknown keys, and a wrong type or an
+//! unknown key is reported with its dotted path (`algorithm.steps`), before any work starts.
+//! `--set key=value` overrides are applied to the TOML tree before it is read, so they are checked
+//! exactly like the file.
+
+pub mod overrides;
+pub mod validate;
+
+use crate::aggregation::LossAggregation;
+use crate::kl::KlEstimator;
+use crate::optim::{AdamWConfig, ScheduleConfig};
+use crate::policy_loss::{KlTerm, PolicyLossConfig};
+use crate::task::TaskConfig;
+use crate::train_error::{TrainError, TrainResult};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub use overrides::Override;
+
+/// The whole `oxrl train` configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed of every random choice of the run (LoRA init, shuffles, sampling).
+    #[serde(default)]
+    pub seed: u64,
+    /// Where checkpoints, `metrics.jsonl` and a built tiny model go (relative to the current
+    /// directory).
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    /// The policy to train.
+    pub model: ModelConfig,
+    /// The task, inline (`[task]` with `[task.dataset]`, `[task.prompt]`, `[[task.verifiers]]`).
+    #[serde(default)]
+    pub task: Option<TaskConfig>,
+    /// The task, from a file holding a `[task]` table (relative to this config's folder).
+    #[serde(default)]
+    pub task_file: Option<PathBuf>,
+    /// Which algorithm and its batch shape.
+    pub algorithm: AlgorithmConfig,
+    /// How completions are sampled (GRPO; also the greedy evaluation's `max_tokens`).
+    #[serde(default)]
+    pub rollout: RolloutConfig,
+    /// AdamW, gradient clipping and the learning-rate schedule.
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// KL to the reference policy.
+    #[serde(default)]
+    pub kl: KlConfig,
+    /// When and how many checkpoints are written.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// Periodic evaluation on the task's held-out split.
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// Metrics file and console output.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("runs/oxrl")
+}
+
+/// `[model]`: a model to load (`path`) or a tiny one to build (`init = "tiny"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// HF model directory, `.gguf` file or HF id in the local hub cache.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Build a random model instead: `"tiny"` (the built-in tiny Llama and its tokenizer).
+    #[serde(default)]
+    pub init: Option<InitKind>,
+    /// Sizes of the tiny model (with `init = "tiny"`).
+    #[serde(default)]
+    pub tiny: TinyModelConfig,
+    /// Weight and compute dtype.
+    #[serde(default)]
+    pub dtype: DTypeName,
+    /// Train LoRA adapters instead of every weight.
+    #[serde(default)]
+    pub lora: Option<LoraSection>,
+}
+
+/// Random models `oxrl train` can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitKind {
+    /// The built-in tiny Llama (byte-level BPE tokenizer with a ChatML template).
+    Tiny,
+}
+
+/// `[model.tiny]`: sizes of the built-in tiny model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TinyModelConfig {
+    /// Vocabulary size (>= 300).
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Decoder layers.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Weight standard deviation.
+    pub init_std: f64,
+    /// Seed of the random weights.
+    pub init_seed: u64,
+}
+
+impl Default for TinyModelConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 512,
+            hidden_size: 64,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            intermediate_size: 128,
+            init_std: 0.02,
+            init_seed: 0,
+        }
+    }
+}
+
+/// Weight dtypes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DTypeName {
+    /// float32 (the CPU default).
+    #[default]
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// float16.
+    F16,
+    /// float64.
+    F64,
+}
+
+impl DTypeName {
+    /// The candle dtype.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            DTypeName::F32 => candle_core::DType::F32,
+            DTypeName::Bf16 => candle_core::DType::BF16,
+            DTypeName::F16 => candle_core::DType::F16,
+            DTypeName::F64 => candle_core::DType::F64,
+        }
+    }
+}
+
+/// `[model.lora]`: PEFT-style adapters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraSection {
+    /// Rank `r`.
+    pub rank: usize,
+    /// Scale numerator (`alpha / rank`).
+    pub alpha: f64,
+    /// Modules that get adapters.
+    pub target_modules: Vec<String>,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        let d = oxrl_models::LoraConfig::default();
+        Self {
+            rank: d.rank,
+            alpha: d.alpha,
+            target_modules: d.target_modules,
+        }
+    }
+}
+
+impl LoraSection {
+    /// The models crate's LoRA config.
+    pub fn to_lora(&self) -> oxrl_models::LoraConfig {
+        oxrl_models::LoraConfig {
+            rank: self.rank,
+            alpha: self.alpha,
+            target_modules: self.target_modules.clone(),
+        }
+    }
+}
+
+/// Training algorithms of this version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmName {
+    /// Supervised fine-tuning on prompt + completion (loss on completion tokens only).
+    Sft,
+    /// GRPO family: sampled groups, verifier rewards, group-normalised advantages, clipped
+    /// surrogate.
+    Grpo,
+}
+
+/// `[algorithm]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlgorithmConfig {
+    /// `sft` or `grpo`.
+    pub name: AlgorithmName,
+    /// Optimizer steps (SFT) or rollout steps (GRPO) to run.
+    pub steps: usize,
+    /// Examples per step (SFT) or prompts per step (GRPO; each sampled `rollout.n` times).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// GRPO: sequences per optimizer step within a rollout batch (default: the whole batch).
+    #[serde(default)]
+    pub mini_batch_size: Option<usize>,
+    /// GRPO: optimisation epochs over each rollout batch.
+    #[serde(default = "one")]
+    pub epochs: usize,
+    /// Longest training sequence (prompt + completion); longer SFT examples are truncated.
+    #[serde(default = "default_max_seq_len")]
+    pub max_seq_len: usize,
+    /// `[algorithm.advantage]` (GRPO).
+    #[serde(default)]
+    pub advantage: AdvantageConfig,
+    /// `[algorithm.policy_loss]` (GRPO): objective, clip bounds, aggregation, entropy bonus
+    /// (the math crate's [`PolicyLossConfig`]; set the KL term under `[kl]`).
+    #[serde(default)]
+    pub policy_loss: PolicyLossConfig,
+    /// `[algorithm.sft]` (SFT).
+    #[serde(default)]
+    pub sft: SftConfig,
+}
+
+fn default_batch_size() -> usize {
+    8
+}
+fn one() -> usize {
+    1
+}
+fn default_max_seq_len() -> usize {
+    512
+}
+
+/// Advantage estimators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvantageEstimator {
+    /// Group-normalised reward (GRPO): needs `rollout.n >= 2`.
+    #[default]
+    Grpo,
+}
+
+impl AdvantageEstimator {
+    /// Whether the estimator compares completions within a group (and so needs `n >= 2`).
+    pub fn needs_groups(self) -> bool {
+        match self {
+            AdvantageEstimator::Grpo => true,
+        }
+    }
+}
+
+/// What the centred group reward is divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleName {
+    /// The group's std (GRPO).
+    #[default]
+    Group,
+    /// The batch's std.
+    Batch,
+    /// No division (Dr. GRPO).
+    None,
+}
+
+/// `[algorithm.advantage]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdvantageConfig {
+    /// The estimator.
+    pub estimator: AdvantageEstimator,
+    /// Std used to scale the centred reward.
+    pub scale: ScaleName,
+    /// Added to the std (TRL 1e-4, verl 1e-6).
+    pub epsilon: f64,
+}
+
+impl Default for AdvantageConfig {
+    fn default() -> Self {
+        Self {
+            estimator: AdvantageEstimator::Grpo,
+            scale: ScaleName::Group,
+            epsilon: 1e-4,
+        }
+    }
+}
+
+/// Which field of an example is the SFT target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SftTarget {
+    /// The example's `completion` (prompt + completion data).
+    #[default]
+    Completion,
+    /// The example's reference `answer` (e.g. the synthetic arithmetic task).
+    Answer,
+}
+
+/// `[algorithm.sft]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftConfig {
+    /// The field trained on.
+    pub target: SftTarget,
+    /// How the per-token negative log-likelihood becomes a scalar.
+    pub aggregation: LossAggregation,
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        Self {
+            target: SftTarget::Completion,
+            aggregation: LossAggregation::TokenMean,
+        }
+    }
+}
+
+/// `[rollout]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// `"local"`: the in-process engine reading the trainer's weights.
+    pub engine: String,
+    /// Completions per prompt (the group size).
+    pub n: usize,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Nucleus sampling (1 = off).
+    pub top_p: f32,
+    /// Top-k sampling (0 = off).
+    pub top_k: usize,
+    /// Min-p sampling (0 = off).
+    pub min_p: f32,
+    /// Most generated tokens per completion.
+    pub max_tokens: usize,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Tokens the engine's KV cache holds.
+    pub kv_cache_tokens: usize,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            engine: "local".into(),
+            n: 4,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            max_tokens: 32,
+            stop: Vec::new(),
+            kv_cache_tokens: 65_536,
+        }
+    }
+}
+
+/// `[optim]`: AdamW (the math crate's optimizer), gradient clipping and the LR schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// `[β₁, β₂]`.
+    pub betas: (f64, f64),
+    /// ε.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Glob patterns of parameters without weight decay (default: norms and biases).
+    pub no_decay: Option<Vec<String>>,
+    /// Clip the global gradient norm to this (none = off).
+    pub max_grad_norm: Option<f64>,
+    /// `[optim.schedule]`: `kind` (constant, linear, cosine), `warmup_steps` / `warmup_ratio`, ….
+    pub schedule: ScheduleConfig,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        let d = AdamWConfig::default();
+        Self {
+            lr: 1e-5,
+            betas: d.betas,
+            eps: d.eps,
+            weight_decay: 0.0,
+            no_decay: None,
+            max_grad_norm: Some(1.0),
+            schedule: ScheduleConfig::default(),
+        }
+    }
+}
+
+impl OptimConfig {
+    /// The optimizer's configuration.
+    pub fn adamw(&self) -> AdamWConfig {
+        let d = AdamWConfig::default();
+        AdamWConfig {
+            lr: self.lr,
+            betas: self.betas,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            no_decay: self.no_decay.clone().unwrap_or(d.no_decay),
+            groups: Vec::new(),
+        }
+    }
+}
+
+/// `[kl]`: a KL term to the reference policy in the loss (the reference is the initial
+/// weights, or the base model with the LoRA adapters off).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KlConfig {
+    /// Coefficient β (0 = off: no reference model is kept).
+    pub coef: f64,
+    /// Per-token estimator (`k1`, `abs`, `k2`, `k3`, `low_var_kl`).
+    pub estimator: KlEstimator,
+    /// The estimator's value with k2's gradient.
+    pub straight_through: bool,
+    /// Weigh the KL by the importance ratio (TRL `use_bias_correction_kl`).
+    pub importance_weighted: bool,
+}
+
+impl Default for KlConfig {
+    fn default() -> Self {
+        Self {
+            coef: 0.0,
+            estimator: KlEstimator::K3,
+            straight_through: false,
+            importance_weighted: false,
+        }
+    }
+}
+
+impl KlConfig {
+    /// The policy loss's KL term, when on.
+    pub fn term(&self) -> Option<KlTerm> {
+        (self.coef > 0.0).then_some(KlTerm {
+            coef: self.coef,
+            estimator: self.estimator,
+            straight_through: self.straight_through,
+            importance_weighted: self.importance_weighted,
+        })
+    }
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Write a checkpoint every this many steps (0 = only at the end).
+    pub every: usize,
+    /// Keep only the last `keep` checkpoints (0 = all).
+    pub keep: usize,
+    /// Write one after the last step.
+    pub at_end: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            keep: 2,
+            at_end: true,
+        }
+    }
+}
+
+/// `[eval]`: greedy accuracy (and, for SFT, held-out loss) on the task's held-out split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate every this many steps (0 = never during the run).
+    pub every: usize,
+    /// Evaluate before the first step.
+    pub at_start: bool,
+    /// Evaluate after the last step.
+    pub at_end: bool,
+    /// Most held-out examples used.
+    pub max_examples: usize,
+    /// Greedy accuracy through the verifiers (needs a task with verifiers).
+    pub accuracy: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            at_start: false,
+            at_end: false,
+            max_examples: 64,
+            accuracy: true,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Metrics file name inside `output_dir`.
+    pub metrics_file: String,
+    /// Show the progress bar on the console.
+    pub progress: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            metrics_file: "metrics.jsonl".into(),
+            progress: true,
+        }
+    }
+}
+
+/// A config read from a file, with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The parsed configuration (task `base_dir` set).
+    pub config: TrainConfig,
+    /// The task, inline or from `task_file`.
+    pub task: TaskConfig,
+    /// The config file.
+    pub origin: PathBuf,
+}
+
+/// Turns a serde error with its path into a [`TrainError::Config`].
+fn path_error<E: std::fmt::Display>(origin: &str, err: serde_path_to_error::Error<E>) -> TrainError {
+    let key = err.path().to_string();
+    let key = if key == "." { "(top level)".to_string() } else { key };
+    TrainError::config(origin, key, err.inner().to_string())
+}
+
+impl TrainConfig {
+    /// Parses TOML text with overrides applied; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str, overrides: &[Override]) -> TrainResult<Self> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            TrainError::config(origin, "(syntax)", e.message().to_string())
+        })?;
+        for o in overrides {
+            o.apply(&mut table)?;
+        }
+        serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| path_error(origin, e))
+    }
+
+    /// Reads and checks a config file: parses it (overrides applied), resolves the task and
+    /// validates everything that can be checked without loading the model (see [`validate`]).
+    pub fn load(path: &Path, overrides: &[Override]) -> TrainResult<LoadedConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let origin = path.display().to_string();
+        let config = Self::from_toml_str(&text, &origin, overrides)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let task = config.resolve_task(&origin, &base)?;
+        validate::check(&config, &task, &origin)?;
+        Ok(LoadedConfig {
+            config,
+            task,
+            origin: path.to_path_buf(),
+        })
+    }
+
+    /// The task: the inline `[task]` (relative paths against `base`) or `task_file`.
+    pub fn resolve_task(&self, origin: &str, base: &Path) -> TrainResult<TaskConfig> {
+        match (&self.task, &self.task_file) {
+            (Some(_), Some(_)) => Err(TrainError::config(
+                origin,
+                "task_file",
+                "give either [task] or task_file, not both",
+            )),
+            (None, None) => Err(TrainError::config(
+                origin,
+                "task",
+                "missing: add a [task] table or task_file = \"tasks/....toml\"",
+            )),
+            (Some(t), None) => {
+                let mut t = t.clone();
+                t.base_dir = base.to_path_buf();
+                t.validate()
+                    .map_err(|e| TrainError::config(origin, "task", e.to_string()))?;
+                Ok(t)
+            }
+            (None, Some(f)) => {
+                let path = base.join(f);
+                if !path.is_file() {
+                    return Err(TrainError::config(
+                        origin,
+                        "task_file",
+                        format!("{} does not exist", path.display()),
+                    ));
+                }
+                TaskConfig::from_path(&path)
+                    .map_err(|e| TrainError::config(origin, "task_file", e.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

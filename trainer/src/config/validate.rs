@@ -1,0 +1,231 @@
+//! Checks of a parsed [`TrainConfig`] that need no model: value ranges, combinations that cannot
+//! work (`n < 2` with a group estimator, GRPO without verifiers), and the task's data and
+//! verifiers, which [`prepare_task`] loads and builds once. Each error names its key.
+
+use super::{AlgorithmName, TrainConfig};
+use crate::reward::Reward;
+use crate::task::{Task, TaskConfig};
+use crate::train_error::{TrainError, TrainResult};
+use oxrl_rollout::SamplingParams;
+
+/// Checks every value of `c` that can be checked without reading data or the model.
+pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()> {
+    let err = |key: &str, msg: String| Err(TrainError::config(origin, key, msg));
+    match (&c.model.path, &c.model.init) {
+        (Some(_), Some(_)) => return err("model.init", "give `path` or `init`, not both".into()),
+        (None, None) => {
+            return err(
+                "model",
+                "needs `path = \"DIR|FILE.gguf|HF_ID\"` or `init = \"tiny\"`".into(),
+            )
+        }
+        (Some(p), None) => {
+            if let Err(e) = oxrl_models::resolve_model(p) {
+                return err("model.path", e.to_string());
+            }
+        }
+        (None, Some(_)) => {
+            let t = &c.model.tiny;
+            if t.vocab_size < 300 {
+                return err("model.tiny.vocab_size", format!("must be >= 300, got {}", t.vocab_size));
+            }
+            if t.num_heads == 0 || t.num_kv_heads == 0 || t.num_heads % t.num_kv_heads != 0 {
+                return err(
+                    "model.tiny.num_kv_heads",
+                    "num_heads must be a positive multiple of num_kv_heads".into(),
+                );
+            }
+            if t.hidden_size == 0 || t.hidden_size % t.num_heads != 0 {
+                return err(
+                    "model.tiny.hidden_size",
+                    "must be a positive multiple of num_heads".into(),
+                );
+            }
+        }
+    }
+    if let Some(l) = &c.model.lora {
+        if let Err(e) = l.to_lora().validate() {
+            return err("model.lora", e.to_string());
+        }
+    }
+    let a = &c.algorithm;
+    if a.steps == 0 {
+        return err("algorithm.steps", "must be at least 1".into());
+    }
+    if a.batch_size == 0 {
+        return err("algorithm.batch_size", "must be at least 1".into());
+    }
+    if a.epochs == 0 {
+        return err("algorithm.epochs", "must be at least 1".into());
+    }
+    if a.max_seq_len < 2 {
+        return err("algorithm.max_seq_len", "must be at least 2".into());
+    }
+    let r = &c.rollout;
+    if r.engine != "local" {
+        return err(
+            "rollout.engine",
+            format!(
+                "`{}`: this version runs the in-process engine only (`local`); remote `oxrl serve` engines come later",
+                r.engine
+            ),
+        );
+    }
+    if a.name == AlgorithmName::Grpo {
+        if a.advantage.estimator.needs_groups() && r.n < 2 {
+            return err(
+                "rollout.n",
+                format!(
+                    "the `{:?}` advantage estimator compares completions within a group: needs n >= 2, got {}",
+                    a.advantage.estimator, r.n
+                )
+                .to_lowercase(),
+            );
+        }
+        if let Some(m) = a.mini_batch_size {
+            if m == 0 {
+                return err("algorithm.mini_batch_size", "must be at least 1".into());
+            }
+        }
+        if r.temperature != 1.0 {
+            return err(
+                "rollout.temperature",
+                format!(
+                    "GRPO samples at temperature 1 in this version (the training forward recomputes untempered logprobs, so the on-policy ratio would not be 1); got {}",
+                    r.temperature
+                ),
+            );
+        }
+        if r.max_tokens == 0 {
+            return err("rollout.max_tokens", "must be at least 1".into());
+        }
+        let p = &a.policy_loss;
+        if !(p.clip_low >= 0.0 && p.clip_high >= 0.0) {
+            return err("algorithm.policy_loss.clip_low", "clip ranges must be >= 0".into());
+        }
+        if p.kl.is_some() {
+            return err(
+                "algorithm.policy_loss.kl",
+                "set the KL term under [kl] (coef, estimator), which also keeps the reference model".into(),
+            );
+        }
+        if !p.entropy_coef.is_finite() {
+            return err("algorithm.policy_loss.entropy_coef", "must be a finite number".into());
+        }
+        if task.verifiers.is_empty() {
+            return err("task.verifiers", "GRPO needs at least one [[task.verifiers]]".into());
+        }
+    }
+    let params = sampling_params(c, r.n, None);
+    if let Err(e) = params.validate() {
+        return err(&format!("rollout.{}", e.field), e.message);
+    }
+    let o = &c.optim;
+    if !(o.lr.is_finite() && o.lr > 0.0) {
+        return err("optim.lr", format!("must be a positive number, got {}", o.lr));
+    }
+    if let Err(e) = o.adamw().validate() {
+        return err("optim", e.to_string());
+    }
+    if let Err(e) = crate::optim::LrSchedule::new(&o.schedule, o.lr, a.steps as u64) {
+        return err("optim.schedule", e.to_string());
+    }
+    if let Some(g) = o.max_grad_norm {
+        if !(g.is_finite() && g > 0.0) {
+            return err("optim.max_grad_norm", format!("must be a positive number, got {g}"));
+        }
+    }
+    if !(c.kl.coef.is_finite() && c.kl.coef >= 0.0) {
+        return err("kl.coef", format!("must be >= 0, got {}", c.kl.coef));
+    }
+    if c.log.metrics_file.is_empty() || c.log.metrics_file.contains('/') {
+        return err("log.metrics_file", "must be a plain file name".into());
+    }
+    Ok(())
+}
+
+/// The sampling parameters of the rollouts (`seed` per request).
+pub fn sampling_params(c: &TrainConfig, n: usize, seed: Option<u64>) -> SamplingParams {
+    let r = &c.rollout;
+    SamplingParams {
+        n,
+        max_tokens: r.max_tokens,
+        temperature: r.temperature,
+        top_p: r.top_p,
+        top_k: r.top_k,
+        min_p: r.min_p,
+        stop: r.stop.clone(),
+        seed,
+        ..SamplingParams::default()
+    }
+}
+
+/// Loads the task's data and builds its verifiers (once), failing with the key that is wrong:
+/// a missing dataset (`task.dataset.source`), an empty training split, a verifier that cannot be
+/// built (`task.verifiers`), SFT data without the target field.
+pub fn prepare_task(
+    c: &TrainConfig,
+    task: &TaskConfig,
+    origin: &str,
+) -> TrainResult<(Task, Option<Reward>)> {
+    let src = &task.dataset.source;
+    let looks_local = !src.starts_with("synthetic:") && !src.starts_with("hf://");
+    if looks_local && !task.base_dir.join(src).exists() {
+        return Err(TrainError::config(
+            origin,
+            "task.dataset.source",
+            format!(
+                "dataset `{src}` not found (looked for {})",
+                task.base_dir.join(src).display()
+            ),
+        ));
+    }
+    let loaded = task
+        .load()
+        .map_err(|e| TrainError::config(origin, "task.dataset", e.to_string()))?;
+    if loaded.data.train.is_empty() {
+        return Err(TrainError::config(
+            origin,
+            "task.dataset",
+            "the training split is empty",
+        ));
+    }
+    let wants_reward = c.algorithm.name == AlgorithmName::Grpo
+        || (c.eval.accuracy && (c.eval.every > 0 || c.eval.at_start || c.eval.at_end));
+    let reward = if wants_reward && !task.verifiers.is_empty() {
+        Some(
+            Reward::build(task)
+                .map_err(|e| TrainError::config(origin, "task.verifiers", e))?,
+        )
+    } else {
+        None
+    };
+    if c.algorithm.name == AlgorithmName::Sft {
+        let target = c.algorithm.sft.target;
+        if let Some(bad) = loaded
+            .data
+            .train
+            .iter()
+            .find(|e| crate::sft::target_text(e, target).is_none())
+        {
+            return Err(TrainError::config(
+                origin,
+                "algorithm.sft.target",
+                format!(
+                    "example `{}` has no {target:?} field (set algorithm.sft.target = \"answer\" for prompt + answer data)",
+                    bad.id
+                )
+                .to_lowercase(),
+            ));
+        }
+    }
+    let evaluating = c.eval.every > 0 || c.eval.at_start || c.eval.at_end;
+    if evaluating && loaded.data.eval.is_empty() {
+        return Err(TrainError::config(
+            origin,
+            "eval",
+            "evaluation is on but the task has no held-out split (set task.dataset.eval_count or eval_fraction)",
+        ));
+    }
+    Ok((loaded, reward))
+}

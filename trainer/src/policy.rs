@@ -1,0 +1,116 @@
+//! The policy being trained: its model and tokenizer, the AdamW optimizer over its trainable
+//! tensors, the learning-rate schedule, and (when KL is on) the reference policy: the base model
+//! with the LoRA adapters switched off (no copy), or a frozen copy of the initial weights.
+
+use crate::batch::PaddedBatch;
+use crate::optim::{AdamW, LrSchedule, OptimError};
+use crate::train_error::TrainResult;
+use candle_core::Tensor;
+use oxrl_models::{Tokenizer, TrainForward, Transformer};
+
+/// The reference policy of the KL term.
+#[derive(Debug)]
+pub enum Reference {
+    /// The trained model itself with its LoRA adapters off.
+    AdaptersOff,
+    /// A frozen copy of the initial weights.
+    Frozen(Box<Transformer>),
+}
+
+impl Reference {
+    /// A reference for `model`: the adapters-off base when it has LoRA, else a deep copy.
+    pub fn of(model: &Transformer) -> TrainResult<Self> {
+        if model.has_lora() {
+            return Ok(Reference::AdaptersOff);
+        }
+        let copied = model
+            .named_tensors(false)?
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.copy()?)))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Reference::Frozen(Box::new(Transformer::from_tensors(
+            model.config().clone(),
+            copied,
+            model.dtype(),
+            model.device(),
+        )?)))
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInfo {
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// The step was skipped because the gradient norm was not finite.
+    pub skipped: bool,
+}
+
+/// The model, tokenizer, optimizer, schedule and reference of a run.
+#[derive(Debug)]
+pub struct Policy {
+    /// The model (its trainable tensors are shared with the optimizer and the engine).
+    pub model: Transformer,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// AdamW over `model.trainable_vars()`.
+    pub optimizer: AdamW,
+    /// Learning rate per optimizer step.
+    pub schedule: LrSchedule,
+    /// Gradient-norm clip.
+    pub max_grad_norm: Option<f64>,
+    /// The KL reference, when KL is on.
+    pub reference: Option<Reference>,
+}
+
+impl Policy {
+    /// Backpropagates `loss`, clips, and steps AdamW at the schedule's learning rate. A
+    /// non-finite gradient norm skips the step (reported in [`StepInfo::skipped`]).
+    pub fn optimizer_step(&mut self, loss: &Tensor) -> TrainResult<StepInfo> {
+        let mut grads = loss.backward()?;
+        let lr = self.schedule.lr_at(self.optimizer.step_count());
+        let grad_norm = match self.max_grad_norm {
+            Some(max) => match self.optimizer.clip_grad_norm(&mut grads, max) {
+                Ok(n) => n,
+                Err(OptimError::NonFiniteGradNorm { norm }) => {
+                    return Ok(StepInfo {
+                        grad_norm: norm,
+                        lr,
+                        skipped: true,
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => crate::optim::grad_norm(self.optimizer.vars(), &grads)?,
+        };
+        self.optimizer.step(&grads, lr)?;
+        Ok(StepInfo {
+            grad_norm,
+            lr,
+            skipped: false,
+        })
+    }
+
+    /// Per-token logprobs of `batch` under the reference (no graph), when there is one.
+    pub fn reference_logprobs(&self, batch: &PaddedBatch) -> TrainResult<Option<Tensor>> {
+        let opts = |adapters| TrainForward {
+            track: false,
+            adapters,
+            entropy: false,
+        };
+        Ok(match &self.reference {
+            None => None,
+            Some(Reference::AdaptersOff) => Some(
+                self.model
+                    .token_logprobs(&batch.ids, &batch.lengths, opts(false))?
+                    .logprobs,
+            ),
+            Some(Reference::Frozen(m)) => Some(
+                m.token_logprobs(&batch.ids, &batch.lengths, opts(true))?
+                    .logprobs,
+            ),
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! Supervised fine-tuning: each example becomes prompt + target tokens with the loss on the target
+//! only (the assistant tokens of the chat template's `{% generation %}` block for chat prompts;
+//! the completion and an EOS token for plain-text prompts). The loss is the negative
+//! log-likelihood of the target tokens, aggregated with the configured mode (token-mean by
+//! default).
+
+use crate::aggregation::{aggregate, AggregationNorm, LossAggregation};
+use crate::batch::{PaddedBatch, Sequence};
+use crate::config::SftTarget;
+use crate::prompts::chat_messages;
+use crate::train_error::{TrainError, TrainResult};
+use candle_core::Tensor;
+use oxrl_datasets::{Example, Prompt};
+use oxrl_models::{Tokenizer, TrainForward, Transformer};
+
+/// The text an example is trained to produce, if it has it.
+pub fn target_text(e: &Example, target: SftTarget) -> Option<&str> {
+    match target {
+        SftTarget::Completion => e.completion.as_deref(),
+        SftTarget::Answer => e.answer.as_deref(),
+    }
+}
+
+/// Encodes one example as a training sequence, truncated to `max_len` tokens.
+pub fn encode_example(
+    tok: &Tokenizer,
+    e: &Example,
+    target: SftTarget,
+    max_len: usize,
+) -> TrainResult<Sequence> {
+    let text = target_text(e, target).ok_or_else(|| {
+        TrainError::Invariant(format!("example `{}` has no SFT target", e.id))
+    })?;
+    let (mut ids, mut mask) = match &e.prompt {
+        Prompt::Messages(m) => {
+            let mut msgs = chat_messages(m);
+            msgs.push(oxrl_models::ChatMessage::new("assistant", text));
+            tok.encode_chat_with_assistant_mask(&msgs)?
+        }
+        Prompt::Text(p) => {
+            let prompt = tok.encode(p, true)?;
+            let mut completion = tok.encode(text, false)?;
+            if let Some(&eos) = tok.eos_token_ids().first() {
+                completion.push(eos);
+            }
+            let mut mask = vec![false; prompt.len()];
+            mask.extend(std::iter::repeat_n(true, completion.len()));
+            let mut ids = prompt;
+            ids.extend(completion);
+            (ids, mask)
+        }
+    };
+    ids.truncate(max_len);
+    mask.truncate(max_len);
+    if let Some(m) = mask.first_mut() {
+        *m = false;
+    }
+    if !mask.iter().any(|&m| m) {
+        return Err(TrainError::Invariant(format!(
+            "example `{}` has no target tokens within {max_len} tokens",
+            e.id
+        )));
+    }
+    Ok(Sequence {
+        ids,
+        target: mask,
+        old_logprobs: None,
+        advantage: 0.0,
+    })
+}
+
+/// The SFT loss of a batch: aggregated negative log-likelihood of the target tokens.
+/// `track = false` evaluates without building the autograd graph.
+pub fn sft_loss(
+    model: &Transformer,
+    batch: &PaddedBatch,
+    mode: LossAggregation,
+    track: bool,
+) -> TrainResult<Tensor> {
+    let out = model.token_logprobs(
+        &batch.ids,
+        &batch.lengths,
+        TrainForward {
+            track,
+            ..TrainForward::default()
+        },
+    )?;
+    let nll = out.logprobs.neg()?;
+    Ok(aggregate(&nll, &batch.mask, mode, &AggregationNorm::default())?)
+}
+
+/// Runs SFT step `state.step + 1` (one optimizer step on `algorithm.batch_size` examples),
+/// advancing `state`, and returns its metrics record.
+pub fn step(
+    policy: &mut crate::policy::Policy,
+    task: &crate::task::Task,
+    cfg: &crate::config::TrainConfig,
+    state: &mut crate::checkpoint::TrainerState,
+) -> TrainResult<crate::metrics::Record> {
+    use crate::metrics::num;
+    let started = std::time::Instant::now();
+    let a = &cfg.algorithm;
+    let mut seqs = Vec::with_capacity(a.batch_size);
+    for i in task
+        .data
+        .sampler
+        .iter_from(state.data_position)
+        .take(a.batch_size)
+    {
+        seqs.push(encode_example(
+            &policy.tokenizer,
+            &task.data.train[i],
+            a.sft.target,
+            a.max_seq_len,
+        )?);
+    }
+    let refs: Vec<&Sequence> = seqs.iter().collect();
+    let batch = crate::batch::pad(&refs, policy.model.device())?;
+    let loss = sft_loss(&policy.model, &batch, a.sft.aggregation, true)?;
+    let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let info = policy.optimizer_step(&loss)?;
+    state.step += 1;
+    state.data_position += seqs.len() as u64;
+    let train_s = started.elapsed().as_secs_f64();
+    let mut r = crate::metrics::Record::new();
+    r.insert("step".into(), state.step.into());
+    r.insert("loss".into(), num(value));
+    r.insert("grad_norm".into(), num(info.grad_norm));
+    r.insert("lr".into(), num(info.lr));
+    r.insert("skipped_steps".into(), usize::from(info.skipped).into());
+    r.insert("target_tokens".into(), batch.target_tokens.into());
+    r.insert("tokens_per_s".into(), num(batch.total_tokens as f64 / train_s.max(1e-9)));
+    r.insert("train_s".into(), num(train_s));
+    Ok(r)
+}
+
+/// Mean SFT loss over `examples` (no graph), in batches of `batch_size`.
+pub fn eval_loss(
+    model: &Transformer,
+    tok: &Tokenizer,
+    examples: &[Example],
+    target: SftTarget,
+    mode: LossAggregation,
+    max_len: usize,
+    batch_size: usize,
+) -> TrainResult<Option<f64>> {
+    let mut sum = 0.0;
+    let mut count = 0usize;
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let mut seqs = Vec::new();
+        for e in chunk {
+            if target_text(e, target).is_some() {
+                seqs.push(encode_example(tok, e, target, max_len)?);
+            }
+        }
+        if seqs.is_empty() {
+            continue;
+        }
+        let refs: Vec<&Sequence> = seqs.iter().collect();
+        let batch = crate::batch::pad(&refs, model.device())?;
+        let l = sft_loss(model, &batch, mode, false)?;
+        sum += l.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * seqs.len() as f64;
+        count += seqs.len();
+    }
+    Ok((count > 0).then(|| sum / count as f64))
+}

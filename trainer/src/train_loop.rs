@@ -1,0 +1,357 @@
+//! The training loop behind `oxrl train`: set up (task and verifiers, model, LoRA, reference,
+//! optimizer, schedule, in-process engine, metrics file), optionally continue from a checkpoint,
+//! then run SFT or GRPO steps with periodic evaluation and checkpoints.
+//!
+//! Order of work: everything that can be wrong in the configuration is checked first
+//! ([`crate::config::TrainConfig::load`] and [`crate::config::validate::prepare_task`]), before a
+//! model is built or loaded.
+
+use crate::checkpoint::{self, TrainerState, STATE_FORMAT};
+use crate::config::{validate::prepare_task, AlgorithmName, LoadedConfig, TrainConfig};
+use crate::eval;
+use crate::metrics::{num, MetricsFile, Progress, Record};
+use crate::optim::{AdamW, LrSchedule};
+use crate::policy::{Policy, Reference};
+use crate::reward::Reward;
+use crate::seeds::{derive, Purpose};
+use crate::task::Task;
+use crate::train_error::{TrainError, TrainResult};
+use crate::{grpo, sft};
+use candle_core::Device;
+use oxrl_models::init::{write_random_model, InitSpec};
+use oxrl_models::{LoadOptions, LoadedModel};
+use oxrl_rollout::{EngineConfig, EngineHandle, TokenDecoder};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How to run (besides the configuration).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from this checkpoint directory, or `latest` (the run's newest checkpoint).
+    pub resume: Option<PathBuf>,
+    /// Show the progress bar (default: the config's `log.progress`).
+    pub progress: Option<bool>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// The run's output directory.
+    pub output_dir: PathBuf,
+    /// Its metrics file.
+    pub metrics_path: PathBuf,
+    /// The step the run started after (0, or the resumed checkpoint's).
+    pub resumed_from: u64,
+    /// Steps completed in all.
+    pub last_step: u64,
+    /// The newest checkpoint written, if any.
+    pub checkpoint: Option<PathBuf>,
+    /// The records this invocation wrote, in order.
+    pub records: Vec<Record>,
+}
+
+/// The name of an algorithm as stored in checkpoints.
+fn algorithm_name(a: AlgorithmName) -> &'static str {
+    match a {
+        AlgorithmName::Sft => "sft",
+        AlgorithmName::Grpo => "grpo",
+    }
+}
+
+/// Loads (or builds, for `init = "tiny"`) the model named by the config.
+fn load_model(cfg: &TrainConfig) -> TrainResult<LoadedModel> {
+    let spec = match (&cfg.model.path, &cfg.model.init) {
+        (Some(p), _) => p.clone(),
+        (None, _) => {
+            let dir = cfg.output_dir.join("base-model");
+            if !dir.join("config.json").is_file() {
+                let t = &cfg.model.tiny;
+                let spec = InitSpec {
+                    vocab_size: t.vocab_size,
+                    hidden_size: t.hidden_size,
+                    num_layers: t.num_layers,
+                    num_heads: t.num_heads,
+                    num_kv_heads: t.num_kv_heads,
+                    intermediate_size: t.intermediate_size,
+                    init_std: t.init_std,
+                    seed: t.init_seed,
+                    ..InitSpec::default()
+                };
+                write_random_model(&dir, &spec)?;
+            }
+            dir.to_string_lossy().into_owned()
+        }
+    };
+    Ok(LoadedModel::load(
+        &spec,
+        &LoadOptions {
+            dtype: cfg.model.dtype.dtype(),
+            device: Device::Cpu,
+        },
+    )?)
+}
+
+/// Optimizer steps the whole run takes (what the LR schedule spans).
+fn total_optimizer_steps(cfg: &TrainConfig) -> u64 {
+    let a = &cfg.algorithm;
+    let per_step = match a.name {
+        AlgorithmName::Sft => 1,
+        AlgorithmName::Grpo => {
+            let seqs = a.batch_size * cfg.rollout.n;
+            let mb = a.mini_batch_size.unwrap_or(seqs).clamp(1, seqs);
+            a.epochs * seqs.div_ceil(mb)
+        }
+    };
+    (a.steps * per_step) as u64
+}
+
+/// Resolves `--resume` against the run's checkpoint folder.
+fn resume_dir(arg: &Path, root: &Path) -> TrainResult<PathBuf> {
+    if arg == Path::new("latest") {
+        return checkpoint::latest(root)
+            .ok_or_else(|| TrainError::checkpoint(root, "no checkpoint to resume (`latest` is missing)"));
+    }
+    Ok(arg.to_path_buf())
+}
+
+/// Everything the loop holds.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    task: Task,
+    reward: Option<Reward>,
+    policy: Policy,
+    eos: Vec<u32>,
+    engine: Option<EngineHandle>,
+    state: TrainerState,
+    ckpt_root: PathBuf,
+    config_toml: String,
+}
+
+impl Run<'_> {
+    fn evaluating(&self) -> bool {
+        let e = &self.cfg.eval;
+        e.every > 0 || e.at_start || e.at_end
+    }
+
+    fn eval_due(&self, step: u64) -> bool {
+        let e = &self.cfg.eval;
+        (e.every > 0 && step % e.every as u64 == 0)
+            || (e.at_end && step == self.cfg.algorithm.steps as u64)
+    }
+
+    /// Evaluation metrics (`eval_accuracy`, `eval_reward`, `eval_loss`) merged into `rec`.
+    fn evaluate(&mut self, rec: &mut Record) -> TrainResult<()> {
+        let cfg = self.cfg;
+        let n = cfg.eval.max_examples.min(self.task.data.eval.len());
+        let examples = &self.task.data.eval[..n];
+        if let (Some(engine), Some(reward), true) = (&self.engine, &self.reward, cfg.eval.accuracy)
+        {
+            if cfg.algorithm.name == AlgorithmName::Sft {
+                // SFT steps do not sync: publish the current weights (drops stale KV).
+                self.state.policy_version = engine
+                    .set_model(Arc::new(self.policy.model.clone()))
+                    .map_err(|e| TrainError::Rollout(e.to_string()))?;
+            }
+            let g = eval::greedy(
+                engine,
+                &self.policy.tokenizer,
+                examples,
+                reward,
+                cfg.rollout.max_tokens,
+                &cfg.rollout.stop,
+            )?;
+            rec.insert("eval_accuracy".into(), num(g.accuracy));
+            rec.insert("eval_reward".into(), num(g.reward));
+            rec.insert("eval_examples".into(), g.count.into());
+        }
+        if cfg.algorithm.name == AlgorithmName::Sft {
+            let a = &cfg.algorithm;
+            if let Some(l) = sft::eval_loss(
+                &self.policy.model,
+                &self.policy.tokenizer,
+                examples,
+                a.sft.target,
+                a.sft.aggregation,
+                a.max_seq_len,
+                a.batch_size,
+            )? {
+                rec.insert("eval_loss".into(), num(l));
+            }
+        }
+        Ok(())
+    }
+
+    fn save_checkpoint(&self) -> TrainResult<PathBuf> {
+        let opt = &self.policy.optimizer;
+        let write_opt = |dir: &Path| -> TrainResult<()> {
+            opt.save(dir.join(checkpoint::OPTIMIZER_FILE))?;
+            Ok(())
+        };
+        let dir = checkpoint::save(
+            &self.ckpt_root,
+            &self.policy.model,
+            &self.policy.tokenizer,
+            &self.state,
+            &self.config_toml,
+            &write_opt,
+        )?;
+        checkpoint::prune(&self.ckpt_root, self.cfg.checkpoint.keep)?;
+        Ok(dir)
+    }
+}
+
+/// Runs a training configuration to its last step.
+pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSummary> {
+    let cfg = &loaded.config;
+    let origin = loaded.origin.display().to_string();
+    let (task, reward) = prepare_task(cfg, &loaded.task, &origin)?;
+
+    let out = cfg.output_dir.clone();
+    std::fs::create_dir_all(&out).map_err(|e| TrainError::io(&out, e))?;
+    let ckpt_root = out.join("checkpoints");
+    checkpoint::clean_temporaries(&ckpt_root);
+    let resume = match &opts.resume {
+        Some(arg) => {
+            let dir = resume_dir(arg, &ckpt_root)?;
+            let st = checkpoint::load_state(&dir)?;
+            if st.algorithm != algorithm_name(cfg.algorithm.name) || st.seed != cfg.seed {
+                return Err(TrainError::checkpoint(
+                    &dir,
+                    format!(
+                        "written by a {} run with seed {}; this config is {} with seed {}",
+                        st.algorithm,
+                        st.seed,
+                        algorithm_name(cfg.algorithm.name),
+                        cfg.seed
+                    ),
+                ));
+            }
+            Some((dir, st))
+        }
+        None => None,
+    };
+
+    let m = load_model(cfg)?;
+    let eos = m.eos_token_ids();
+    let (mut model, tokenizer) = (m.model, m.tokenizer);
+    if let Some(l) = &cfg.model.lora {
+        model.attach_lora(&l.to_lora(), derive(cfg.seed, Purpose::Lora, 0, 0))?;
+    }
+    let reference = if cfg.algorithm.name == AlgorithmName::Grpo && cfg.kl.term().is_some() {
+        Some(Reference::of(&model)?)
+    } else {
+        None
+    };
+    let mut state = TrainerState {
+        format: STATE_FORMAT,
+        algorithm: algorithm_name(cfg.algorithm.name).into(),
+        step: 0,
+        data_position: 0,
+        policy_version: 0,
+        seed: cfg.seed,
+        lora: model.has_lora(),
+    };
+    let mut optimizer = AdamW::new(model.trainable_vars(), cfg.optim.adamw())?;
+    if let Some((dir, st)) = &resume {
+        checkpoint::restore_trainable(dir, &model, st.lora)?;
+        optimizer.load(dir.join(checkpoint::OPTIMIZER_FILE))?;
+        state = st.clone();
+    }
+    let schedule = LrSchedule::new(&cfg.optim.schedule, cfg.optim.lr, total_optimizer_steps(cfg))?;
+    let policy = Policy {
+        model,
+        tokenizer,
+        optimizer,
+        schedule,
+        max_grad_norm: cfg.optim.max_grad_norm,
+        reference,
+    };
+    let config_toml = toml::to_string(cfg)
+        .map_err(|e| TrainError::Invariant(format!("cannot write the config as TOML: {e}")))?;
+    let mut run = Run {
+        cfg,
+        task,
+        reward,
+        policy,
+        eos,
+        engine: None,
+        state,
+        ckpt_root,
+        config_toml,
+    };
+    let needs_engine = cfg.algorithm.name == AlgorithmName::Grpo
+        || (run.evaluating() && cfg.eval.accuracy && run.reward.is_some());
+    if needs_engine {
+        let decoder: Arc<dyn TokenDecoder> = Arc::new(run.policy.tokenizer.clone());
+        let engine = EngineHandle::start(
+            Arc::new(run.policy.model.clone()),
+            Some(decoder),
+            EngineConfig {
+                eos_token_ids: run.eos.clone(),
+                initial_policy_version: run.state.policy_version,
+                ..EngineConfig::default().with_cache_tokens(cfg.rollout.kv_cache_tokens)
+            },
+        )
+        .map_err(|e| TrainError::Rollout(e.to_string()))?;
+        run.engine = Some(engine);
+    }
+
+    let metrics_path = out.join(&cfg.log.metrics_file);
+    let resumed_from = run.state.step;
+    let mut metrics = MetricsFile::open(&metrics_path, resume.as_ref().map(|_| resumed_from))?;
+    let total = cfg.algorithm.steps as u64;
+    let progress = Progress::new(
+        total,
+        resumed_from,
+        opts.progress.unwrap_or(cfg.log.progress),
+    );
+    let mut records = Vec::new();
+    let mut last_ckpt = resume.as_ref().map(|(d, _)| d.clone());
+    if resume.is_none() && cfg.eval.at_start {
+        let mut rec = Record::new();
+        rec.insert("step".into(), 0u64.into());
+        run.evaluate(&mut rec)?;
+        metrics.write(&rec)?;
+        progress.println(&format!("eval before training: {}", serde_json::Value::Object(rec.clone())));
+        records.push(rec);
+    }
+    let result = (|| -> TrainResult<()> {
+        while run.state.step < total {
+            let mut rec = match cfg.algorithm.name {
+                AlgorithmName::Sft => sft::step(&mut run.policy, &run.task, cfg, &mut run.state)?,
+                AlgorithmName::Grpo => {
+                    let (Some(engine), Some(reward)) = (&run.engine, &run.reward) else {
+                        return Err(TrainError::Invariant("GRPO without engine or verifiers".into()));
+                    };
+                    grpo::step(&mut run.policy, engine, &run.task, reward, cfg, &mut run.state)?
+                }
+            };
+            let step = run.state.step;
+            if run.eval_due(step) {
+                run.evaluate(&mut rec)?;
+            }
+            metrics.write(&rec)?;
+            progress.step(&rec);
+            records.push(rec);
+            let every = cfg.checkpoint.every as u64;
+            let periodic = every > 0 && step % every == 0;
+            if periodic || (cfg.checkpoint.at_end && step == total) {
+                last_ckpt = Some(run.save_checkpoint()?);
+            }
+        }
+        Ok(())
+    })();
+    progress.finish();
+    if let Some(e) = &run.engine {
+        e.shutdown();
+    }
+    result?;
+    Ok(TrainSummary {
+        output_dir: out,
+        metrics_path: metrics.path().to_path_buf(),
+        resumed_from,
+        last_step: run.state.step,
+        checkpoint: last_ckpt,
+        records,
+    })
+}
