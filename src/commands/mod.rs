@@ -10,6 +10,7 @@ pub mod logprobs;
 pub mod loss;
 mod model_arg;
 pub mod serve;
+pub mod train;
 pub mod verify;
 
 /// oxrl: LLM post-training in one binary.
@@ -39,6 +40,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Serve a model over HTTP: OpenAI-compatible API, rollouts, weight updates, metrics.
     Serve(serve::ServeArgs),
+    /// Train a policy: SFT or GRPO from a TOML config (`--set key=value`, `--resume DIR`).
+    Train(train::TrainArgs),
 }
 
 /// Runs one parsed command line.
@@ -47,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(args),
         Command::Loss(args) => loss::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Train(args) => train::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Logprobs(args) => logprobs::run(args),
