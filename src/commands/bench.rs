@@ -22,6 +22,8 @@ pub enum BenchCommand {
     Rollout(RolloutBenchArgs),
     /// Training forward + backward throughput.
     Train(super::bench_train::TrainBenchArgs),
+    /// GRPO loss + backward time on a batch of per-token logprobs.
+    Loss(super::bench_loss::LossBenchArgs),
 }
 
 /// Arguments of `oxrl bench rollout`.
@@ -61,6 +63,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchCommand::Rollout(a) => rollout(a),
         BenchCommand::Train(a) => super::bench_train::run(a),
+        BenchCommand::Loss(a) => super::bench_loss::run(a),
     }
 }
 

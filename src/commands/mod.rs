@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+mod bench_loss;
 mod bench_train;
 pub mod generate;
 pub mod init_model;
