@@ -546,7 +546,7 @@ impl TrainConfig {
     /// Parses TOML text with overrides applied; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[Override]) -> TrainResult<Self> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-            TrainError::config(origin, "(syntax)", e.message().to_string())
+            TrainError::config(origin, "(syntax)", e.to_string().trim_end().replace('\n', " "))
         })?;
         for o in overrides {
             o.apply(&mut table)?;

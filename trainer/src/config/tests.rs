@@ -59,9 +59,12 @@ fn unknown_keys_and_wrong_types_name_the_key() {
     let (key, msg) = err_of(parse(&GRPO.replace("steps = 2", "stepz = 2"), &[]));
     assert_eq!(key, "algorithm.stepz", "{msg}");
     assert!(msg.contains("unknown field `stepz`"), "{msg}");
-    let (key, msg) = err_of(parse(&GRPO.replace("n = 4", "n = \"four\""), &[]));
+    let (key, msg) = err_of(parse(&GRPO.replace("\nn = 4\n", "\nn = \"four\"\n"), &[]));
     assert_eq!(key, "rollout.n");
     assert!(msg.contains("invalid type"), "{msg}");
+    let (key, msg) = err_of(parse("[model\n", &[]));
+    assert_eq!(key, "(syntax)");
+    assert!(msg.contains("line 1"), "{msg}");
     let (key, _) = err_of(parse(GRPO, &["optim.lrr=0.1"]));
     assert_eq!(key, "optim.lrr");
     let (key, msg) = err_of(parse(GRPO, &["algorithm.name=ppo2"]));
