@@ -104,6 +104,39 @@ pub(crate) struct PendingRequest {
     pub request: RolloutRequest,
     pub stream: bool,
     pub tx: tokio::sync::mpsc::UnboundedSender<StreamEvent>,
+    /// Its place in the admission queue, given up when the request is admitted or dropped.
+    pub slot: QueueSlot,
+}
+
+/// A place in the admission queue. [`Shared::queued`] counts the live slots: the count goes up
+/// when a slot is taken and down when it is dropped (the request admitted, abandoned, refused,
+/// or ended by a shutdown or a crash of the engine thread); nothing else writes the counter.
+pub(crate) struct QueueSlot(Arc<Shared>);
+
+impl QueueSlot {
+    /// Takes a slot; with a `cap`, fails with `QueueFull` when `cap` slots are taken.
+    fn take(shared: &Arc<Shared>, cap: Option<usize>) -> Result<Self, EngineError> {
+        match cap {
+            Some(cap) => {
+                shared
+                    .queued
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                        (q < cap).then_some(q + 1)
+                    })
+                    .map_err(EngineError::QueueFull)?;
+            }
+            None => {
+                shared.queued.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        Ok(Self(shared.clone()))
+    }
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// State shared between handles and the engine thread.
@@ -111,6 +144,7 @@ pub(crate) struct Shared {
     pub metrics: MetricsShared,
     pub model: RwLock<Arc<Transformer>>,
     pub version: AtomicU64,
+    /// Requests waiting for admission: written only by [`QueueSlot`].
     pub queued: AtomicUsize,
     pub shut_down: AtomicBool,
 }
@@ -323,18 +357,8 @@ impl EngineHandle {
         bounded: bool,
     ) -> Result<ResponseReceiver, EngineError> {
         self.validate(&request)?;
-        let shared = &self.inner.shared;
-        let cap = self.inner.cfg.max_queued_requests;
-        if bounded {
-            shared
-                .queued
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                    (q < cap).then_some(q + 1)
-                })
-                .map_err(EngineError::QueueFull)?;
-        } else {
-            shared.queued.fetch_add(1, Ordering::AcqRel);
-        }
+        let cap = bounded.then_some(self.inner.cfg.max_queued_requests);
+        let slot = QueueSlot::take(&self.inner.shared, cap)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let pending = PendingRequest {
@@ -342,11 +366,10 @@ impl EngineHandle {
             request,
             stream,
             tx,
+            slot,
         };
-        if let Err(e) = self.send(Command::Submit(Box::new(pending))) {
-            shared.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(e);
-        }
+        // On failure the command, and with it the slot, is dropped.
+        self.send(Command::Submit(Box::new(pending)))?;
         Ok(ResponseReceiver { id, rx })
     }
 

@@ -199,7 +199,6 @@ impl Scheduler {
             self.fail(id, EngineError::ShutDown);
         }
         for p in self.waiting.drain(..) {
-            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             let _ = p.tx.send(StreamEvent::Error(EngineError::ShutDown));
         }
         self.prefix.clear(&mut self.cache);
@@ -243,7 +242,6 @@ impl Scheduler {
         self.waiting.retain(|p| !p.tx.is_closed());
         let dropped = before - self.waiting.len();
         if dropped > 0 {
-            self.shared.queued.fetch_sub(dropped, Ordering::AcqRel);
             MetricsShared::add(&self.shared.metrics.requests_finished, dropped as u64);
         }
     }
@@ -307,7 +305,6 @@ impl Scheduler {
             let Some(p) = self.waiting.pop_front() else {
                 return;
             };
-            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             self.start_request(p);
         }
     }
@@ -318,7 +315,9 @@ impl Scheduler {
             request,
             stream,
             tx,
+            slot,
         } = p;
+        drop(slot); // admitted: no longer queued
         let RolloutRequest {
             prompt_token_ids: prompt,
             params,

@@ -317,7 +317,7 @@ pub fn resolve_max_tokens(
     prompt_len: usize,
 ) -> Result<usize, ApiError> {
     let ctx = state.engine().context_len();
-    let limit = state.cfg().max_tokens_limit;
+    let limit = state.max_tokens_limit();
     if prompt_len >= ctx {
         return Err(ApiError::invalid_param(
             "prompt",

@@ -23,8 +23,6 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest `/v1/weights` body in bytes.
     pub max_weights_body_bytes: usize,
-    /// Largest `max_tokens` a request may ask for.
-    pub max_tokens_limit: usize,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
 }
@@ -38,7 +36,6 @@ impl Default for ServerConfig {
             admin_key: None,
             max_body_bytes: 8 << 20,
             max_weights_body_bytes: 8 << 30,
-            max_tokens_limit: 4096,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -102,6 +99,13 @@ impl AppState {
     /// The configuration.
     pub fn cfg(&self) -> &ServerConfig {
         &self.inner.cfg
+    }
+
+    /// Largest `max_tokens` a request may ask for: the engine's
+    /// [`ParamLimits::max_tokens`](crate::types::ParamLimits::max_tokens), the one source of this
+    /// limit (`oxrl serve --max-tokens-limit` sets it).
+    pub fn max_tokens_limit(&self) -> usize {
+        self.inner.engine.config().limits.max_tokens
     }
 
     /// HTTP counters.
