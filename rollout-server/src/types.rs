@@ -395,6 +395,17 @@ pub enum EngineError {
     /// The request was aborted.
     #[error("request aborted: {0}")]
     Aborted(String),
+    /// The engine's configuration is unusable (block size, cache size, bounds); nothing started.
+    #[error("invalid engine config: {0}")]
+    Config(String),
+    /// The KV cache had too few free blocks for a step.
+    #[error("KV cache out of blocks: need {needed}, free {free}")]
+    CacheFull {
+        /// Blocks the step needed.
+        needed: usize,
+        /// Blocks that were free.
+        free: usize,
+    },
 }
 
 impl From<ParamError> for EngineError {

@@ -147,6 +147,19 @@ pub(crate) struct Shared {
     /// Requests waiting for admission: written only by [`QueueSlot`].
     pub queued: AtomicUsize,
     pub shut_down: AtomicBool,
+    /// Set with `shut_down` when the engine thread ended by a panic.
+    pub crashed: AtomicBool,
+}
+
+/// Whether the engine serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineState {
+    /// The engine thread runs and takes requests.
+    Running,
+    /// The engine was shut down (every later call fails with `ShutDown`).
+    ShutDown,
+    /// The engine thread panicked; the engine is shut down and every call fails with `ShutDown`.
+    Crashed,
 }
 
 struct Inner {
@@ -251,13 +264,13 @@ impl EngineHandle {
         cfg: EngineConfig,
     ) -> Result<Self, EngineError> {
         if cfg.block_size == 0 || cfg.num_blocks < 2 {
-            return Err(EngineError::InvalidRequest(format!(
+            return Err(EngineError::Config(format!(
                 "engine needs block_size > 0 and num_blocks >= 2, got {} and {}",
                 cfg.block_size, cfg.num_blocks
             )));
         }
         if cfg.max_running_seqs == 0 || cfg.max_step_tokens == 0 || cfg.prefill_chunk == 0 {
-            return Err(EngineError::InvalidRequest(
+            return Err(EngineError::Config(
                 "max_running_seqs, max_step_tokens and prefill_chunk must be > 0".into(),
             ));
         }
@@ -268,6 +281,7 @@ impl EngineHandle {
             version: AtomicU64::new(cfg.initial_policy_version),
             queued: AtomicUsize::new(0),
             shut_down: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
         });
         MetricsShared::set(&shared.metrics.policy_version, cfg.initial_policy_version);
         let (tx, rx) = mpsc::channel();
@@ -472,9 +486,21 @@ impl EngineHandle {
         m
     }
 
-    /// Whether the engine has shut down.
+    /// Whether the engine has shut down (by request, or because its thread panicked).
     pub fn is_shut_down(&self) -> bool {
         self.inner.shared.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Whether the engine runs, was shut down, or crashed.
+    pub fn state(&self) -> EngineState {
+        let s = &self.inner.shared;
+        if s.crashed.load(Ordering::Acquire) {
+            EngineState::Crashed
+        } else if s.shut_down.load(Ordering::Acquire) {
+            EngineState::ShutDown
+        } else {
+            EngineState::Running
+        }
     }
 
     /// Stops the engine: running and queued requests end with `Error(ShutDown)`; later calls

@@ -90,8 +90,12 @@ pub(crate) struct Scheduler {
     sample_threads: usize,
 }
 
+/// The engine's view of a model failure: a full cache stays typed, the rest is reported as is.
 fn model_err(e: ModelError) -> EngineError {
-    EngineError::Model(e.to_string())
+    match e {
+        ModelError::CacheFull { needed, free } => EngineError::CacheFull { needed, free },
+        e => EngineError::Model(e.to_string()),
+    }
 }
 
 impl Scheduler {
@@ -148,8 +152,11 @@ impl Scheduler {
         })
     }
 
-    /// The engine loop; returns on `Shutdown` or when every handle is gone.
+    /// The engine loop; returns on `Shutdown` or when every handle is gone. However it ends —
+    /// a panic included — the engine is marked shut down (and, after a panic, crashed), so
+    /// handles refuse new work and `/health` stops answering 200.
     pub fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let _guard = ShutDownOnDrop(self.shared.clone());
         'outer: loop {
             // 1. Commands: block only when there is nothing to do.
             let idle = self.reqs.is_empty() && self.waiting.is_empty();
@@ -933,6 +940,21 @@ impl Scheduler {
             }
         }
         MetricsShared::add(&self.shared.metrics.generated_tokens, n as u64);
+    }
+}
+
+/// Marks the engine shut down when the engine thread leaves [`Scheduler::run`], by return or by
+/// panic (then also crashed). Dropped before the scheduler, so a client whose response channel
+/// closes already sees the engine's new state.
+struct ShutDownOnDrop(Arc<Shared>);
+
+impl Drop for ShutDownOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the engine thread panicked: the engine has stopped");
+            self.0.crashed.store(true, Ordering::Release);
+        }
+        self.0.shut_down.store(true, Ordering::Release);
     }
 }
 

@@ -237,7 +237,8 @@ pub struct CompletionResponse {
     /// Token accounting (stream chunks: only in the last, with `include_usage`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<OpenAiUsage>,
-    /// Policy version that produced the response (oxrl extension).
+    /// Policy version (oxrl extension): the newest policy that produced any token of the
+    /// response (the largest `policy_version_end`; stream chunks: the version serving then).
     pub policy_version: u64,
 }
 
@@ -311,7 +312,8 @@ pub struct ChatCompletionResponse {
     pub choices: Vec<ChatChoice>,
     /// Token accounting.
     pub usage: OpenAiUsage,
-    /// Policy version that produced the response (oxrl extension).
+    /// Policy version (oxrl extension): the newest policy that produced any token of the
+    /// response (the largest `policy_version_end`, as for completions).
     pub policy_version: u64,
 }
 

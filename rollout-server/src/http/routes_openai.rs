@@ -8,8 +8,8 @@
 
 use super::common::{
     chat_messages, chat_prompt_ids, check_model, check_serving, finish_str, merge_receivers,
-    parse_prompts, prompt_ids, resolve_max_tokens, token_str, validate_request, PromptIn,
-    SamplingInputs,
+    parse_prompts, prompt_ids, resolve_max_tokens, response_policy_version, token_str,
+    validate_request, PromptIn, SamplingInputs,
 };
 use super::errors::ApiError;
 use super::extract::ApiJson;
@@ -240,11 +240,9 @@ pub async fn completions(
     let results = finish_all(rxs).await?;
     let mut usage = OpenAiUsage::default();
     let mut choices = Vec::with_capacity(count * n);
-    let mut version = 0;
     for (p, r) in results.iter().enumerate() {
         usage.add(&r.usage);
         for c in &r.completions {
-            version = version.max(c.policy_version_end);
             let text = if echo {
                 format!("{}{}", texts[p], c.text)
             } else {
@@ -269,9 +267,7 @@ pub async fn completions(
             });
         }
     }
-    if results.iter().all(|r| r.completions.is_empty()) {
-        version = state.engine().policy_version();
-    }
+    let version = response_policy_version(&results, state.engine().policy_version());
     Ok(Json(CompletionResponse {
         id,
         object: "text_completion".into(),
@@ -573,11 +569,9 @@ pub async fn chat_completions(
     let results = finish_all(rx).await?;
     let mut usage = OpenAiUsage::default();
     let mut choices = Vec::new();
-    let mut version = state.engine().policy_version();
     for r in &results {
         usage.add(&r.usage);
         for c in &r.completions {
-            version = c.policy_version_end;
             choices.push(ChatChoice {
                 index: c.index,
                 message: ChatMessageOut {
@@ -591,6 +585,7 @@ pub async fn chat_completions(
             });
         }
     }
+    let version = response_policy_version(&results, state.engine().policy_version());
     Ok(Json(ChatCompletionResponse {
         id,
         object: "chat.completion".into(),

@@ -123,7 +123,12 @@ impl AppState {
         self.inner.shutting_down.store(true, Ordering::Release);
     }
 
-    /// Whether a shutdown has begun.
+    /// Whether [`AppState::begin_shutdown`] was called (the server's own graceful shutdown).
+    pub fn is_shutting_down_by_request(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Whether a shutdown has begun, or the engine no longer runs.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::Acquire) || self.inner.engine.is_shut_down()
     }
