@@ -244,6 +244,29 @@ pub struct SamplingInputs {
     pub logit_bias: Option<BTreeMap<String, f32>>,
 }
 
+/// The one place that gathers the shared sampling fields of an OpenAI request into
+/// [`SamplingInputs`]: `CompletionRequest` and `ChatCompletionRequest` name them alike.
+macro_rules! sampling_inputs {
+    ($req:expr) => {
+        $crate::http::common::SamplingInputs {
+            n: $req.n,
+            temperature: $req.temperature,
+            top_p: $req.top_p,
+            top_k: $req.top_k,
+            min_p: $req.min_p,
+            stop: $req.stop.clone(),
+            seed: $req.seed,
+            ignore_eos: $req.ignore_eos,
+            stop_token_ids: $req.stop_token_ids.clone(),
+            presence_penalty: $req.presence_penalty,
+            frequency_penalty: $req.frequency_penalty,
+            repetition_penalty: $req.repetition_penalty,
+            logit_bias: $req.logit_bias.clone(),
+        }
+    };
+}
+pub(crate) use sampling_inputs;
+
 fn unsupported(field: &str, what: &str) -> ApiError {
     ApiError::invalid_param(
         field,

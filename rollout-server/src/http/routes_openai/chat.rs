@@ -1,9 +1,10 @@
 //! `POST /v1/chat/completions`: the chat template, chat logprobs, SSE `delta` chunks and
 //! `stream_options.include_usage`.
 
+use super::super::common::sampling_inputs;
 use super::super::common::{
     chat_messages, chat_prompt_ids, check_model, check_serving, finish_str, resolve_max_tokens,
-    response_policy_version, token_str, validate_request, SamplingInputs,
+    response_policy_version, token_str, validate_request,
 };
 use super::super::errors::ApiError;
 use super::super::extract::ApiJson;
@@ -102,22 +103,7 @@ pub async fn chat_completions(
         req.add_generation_prompt.unwrap_or(true),
         "messages",
     )?;
-    let inputs = SamplingInputs {
-        n: req.n,
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        stop: req.stop.clone(),
-        seed: req.seed,
-        ignore_eos: req.ignore_eos,
-        stop_token_ids: req.stop_token_ids.clone(),
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repetition_penalty: req.repetition_penalty,
-        logit_bias: req.logit_bias.clone(),
-    };
-    let mut params = inputs.to_params(&state)?;
+    let mut params = sampling_inputs!(req).to_params(&state)?;
     let want_logprobs = req.logprobs.unwrap_or(false);
     let top = match req.top_logprobs {
         None => 0,

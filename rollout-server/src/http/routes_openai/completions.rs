@@ -4,9 +4,10 @@
 //! Streaming with `echo` sends the prompt text as the first chunk of each choice, without
 //! prompt logprobs (ask without `stream` to score prompts).
 
+use super::super::common::sampling_inputs;
 use super::super::common::{
     check_model, check_serving, finish_str, parse_prompts, prompt_ids, resolve_max_tokens,
-    response_policy_version, token_str, validate_request, PromptIn, SamplingInputs,
+    response_policy_version, token_str, validate_request, PromptIn,
 };
 use super::super::errors::ApiError;
 use super::super::extract::ApiJson;
@@ -99,22 +100,7 @@ pub async fn completions(
         .as_ref()
         .ok_or_else(|| ApiError::invalid_param("prompt", "`prompt` is required"))?;
     let prompts = parse_prompts(prompt, "prompt")?;
-    let inputs = SamplingInputs {
-        n: req.n,
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        stop: req.stop.clone(),
-        seed: req.seed,
-        ignore_eos: req.ignore_eos,
-        stop_token_ids: req.stop_token_ids.clone(),
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repetition_penalty: req.repetition_penalty,
-        logit_bias: req.logit_bias.clone(),
-    };
-    let mut params = inputs.to_params(&state)?;
+    let mut params = sampling_inputs!(req).to_params(&state)?;
     if let Some(b) = req.best_of {
         if b != params.n as i64 {
             return Err(ApiError::invalid_param(
