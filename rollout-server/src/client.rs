@@ -1,5 +1,7 @@
 //! The interface the trainer uses to get rollouts, with the in-process implementation on
-//! [`EngineHandle`](crate::engine::EngineHandle) (an HTTP implementation lives with the server).
+//! [`EngineHandle`](crate::engine::EngineHandle). There is no HTTP implementation yet (the
+//! training-loop work adds one); its wire types are in [`crate::types`] (`RolloutsRequest`,
+//! `RolloutsResponse`, `WeightsResponse`).
 
 use crate::engine::EngineHandle;
 use crate::types::{EngineError, RolloutRequest, RolloutResponse};

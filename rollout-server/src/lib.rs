@@ -7,5 +7,7 @@ pub mod http;
 pub mod types;
 
 pub use client::{RolloutClient, RolloutError};
-pub use engine::{EngineConfig, EngineHandle, EngineMetrics, ResponseReceiver, TokenDecoder};
+pub use engine::{
+    EngineConfig, EngineHandle, EngineMetrics, EngineState, ResponseReceiver, TokenDecoder,
+};
 pub use types::*;

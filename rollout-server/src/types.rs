@@ -1,4 +1,6 @@
-//! Request, response and stream types shared by the in-process engine API and the HTTP server.
+//! Request, response and stream types shared by the in-process engine API and the HTTP server,
+//! and the wire types of oxrl's native HTTP routes (`/v1/rollouts`, `/v1/weights`), so that an HTTP
+//! client needs no server module.
 //!
 //! # Logprob convention
 //! Every logprob the engine returns for a *sampled* token is
@@ -393,6 +395,17 @@ pub enum EngineError {
     /// The request was aborted.
     #[error("request aborted: {0}")]
     Aborted(String),
+    /// The engine's configuration is unusable (block size, cache size, bounds); nothing started.
+    #[error("invalid engine config: {0}")]
+    Config(String),
+    /// The KV cache had too few free blocks for a step.
+    #[error("KV cache out of blocks: need {needed}, free {free}")]
+    CacheFull {
+        /// Blocks the step needed.
+        needed: usize,
+        /// Blocks that were free.
+        free: usize,
+    },
 }
 
 impl From<ParamError> for EngineError {
@@ -401,9 +414,77 @@ impl From<ParamError> for EngineError {
     }
 }
 
+// ---- Wire types of oxrl's native HTTP routes (shared by the server and HTTP clients) ----
+
+/// Body of `POST /v1/rollouts`: many prompts × `n` samples each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutsRequest {
+    /// Model id (must be the served model's name, when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Prompts: each a string (tokenised as is), `{"text": ...}`, `{"messages": [...]}` (chat
+    /// template applied) or `{"token_ids": [...]}` / a bare list of token ids.
+    pub prompts: Vec<serde_json::Value>,
+    /// Sampling parameters shared by all prompts (the engine's [`SamplingParams`]).
+    #[serde(default)]
+    pub params: SamplingParams,
+    /// For `messages` prompts: append the assistant prefix (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_generation_prompt: Option<bool>,
+}
+
+/// Response of `POST /v1/rollouts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutsResponse {
+    /// Response id.
+    pub id: String,
+    /// Always `rollout`.
+    pub object: String,
+    /// Unix time.
+    pub created: u64,
+    /// Served model name.
+    pub model: String,
+    /// One result per prompt, in order: prompt token ids, optional prompt logprobs, `n`
+    /// completions (token ids, text, logprobs, finish reason, policy versions), usage.
+    pub results: Vec<RolloutResponse>,
+    /// Totals over all prompts.
+    pub usage: Usage,
+    /// Policy version serving when the response was written.
+    pub policy_version: u64,
+}
+
+/// Body of a JSON `POST /v1/weights`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsPathRequest {
+    /// A safetensors file or an HF-layout directory on the server's disk.
+    pub path: String,
+}
+
+/// Response of a successful `POST /v1/weights`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsResponse {
+    /// Always `weights_update`.
+    pub object: String,
+    /// The new policy version.
+    pub policy_version: u64,
+    /// Tensors replaced.
+    pub num_tensors: usize,
+    /// Bytes of weights received or read.
+    pub bytes: u64,
+    /// Wall time of the update on the server (read + parse + validate + swap), in milliseconds.
+    pub elapsed_ms: f64,
+    /// Of which: receiving the body or reading the files and parsing them into tensors.
+    pub load_ms: f64,
+    /// Of which: validating the tensors and swapping them in (`EngineHandle::update_weights`).
+    pub apply_ms: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::extract::parse_json;
 
     #[test]
     fn defaults_validate_and_bad_values_name_the_field() {
@@ -446,5 +527,16 @@ mod tests {
         let ev = StreamEvent::Error(EngineError::ShutDown);
         let s = serde_json::to_string(&ev).unwrap();
         assert_eq!(serde_json::from_str::<StreamEvent>(&s).unwrap(), ev);
+    }
+
+    #[test]
+    fn rollouts_request_defaults_and_strictness() {
+        let r: RolloutsRequest =
+            parse_json(br#"{"prompts":["hi",{"token_ids":[1,2]}],"params":{"n":4}}"#).unwrap();
+        assert_eq!(r.prompts.len(), 2);
+        assert_eq!(r.params.n, 4);
+        assert_eq!(r.params.max_tokens, SamplingParams::default().max_tokens);
+        let e = parse_json::<RolloutsRequest>(br#"{"prompts":[],"params":{"nn":4}}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("params.nn"));
     }
 }

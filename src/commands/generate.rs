@@ -5,7 +5,7 @@ use super::model_arg;
 use anyhow::{bail, Context};
 use clap::Args;
 use oxrl_models::tokenizer::ChatMessage;
-use oxrl_rollout::engine::{EngineConfig, EngineHandle, TokenDecoder};
+use oxrl_rollout::engine::{EngineConfig, EngineHandle};
 use oxrl_rollout::types::{RolloutRequest, SamplingParams, StreamEvent};
 use std::io::Write;
 use std::sync::Arc;
@@ -40,15 +40,6 @@ pub struct GenerateArgs {
     pub seed: Option<u64>,
 }
 
-/// The tokenizer as the engine's detokeniser.
-struct Detok(oxrl_models::Tokenizer);
-
-impl TokenDecoder for Detok {
-    fn decode(&self, ids: &[u32]) -> Result<String, String> {
-        self.0.decode(ids, true).map_err(|e| e.to_string())
-    }
-}
-
 /// Runs `oxrl generate`.
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let m = model_arg::load(a.model.as_deref())?;
@@ -81,7 +72,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     }
     .with_cache_tokens(ids.len() + a.max_tokens + 64);
     let n_prompt = ids.len();
-    let engine = EngineHandle::start(Arc::new(m.model), Some(Arc::new(Detok(m.tokenizer))), cfg)
+    let engine = EngineHandle::start(Arc::new(m.model), Some(Arc::new(m.tokenizer)), cfg)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let params = SamplingParams {
         n: 1,

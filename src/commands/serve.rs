@@ -86,7 +86,6 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         admin_key: a.admin_key.clone().filter(|k| !k.is_empty()),
         max_body_bytes: a.max_body_mb.saturating_mul(1 << 20),
         max_weights_body_bytes: a.max_weights_body_mb.saturating_mul(1 << 20),
-        max_tokens_limit,
         shutdown_grace: Duration::from_secs_f64(a.shutdown_grace_secs.clamp(0.0, 3600.0)),
     };
     let name = server_cfg.served_model_name.clone();

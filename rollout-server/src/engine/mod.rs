@@ -104,6 +104,39 @@ pub(crate) struct PendingRequest {
     pub request: RolloutRequest,
     pub stream: bool,
     pub tx: tokio::sync::mpsc::UnboundedSender<StreamEvent>,
+    /// Its place in the admission queue, given up when the request is admitted or dropped.
+    pub slot: QueueSlot,
+}
+
+/// A place in the admission queue. [`Shared::queued`] counts the live slots: the count goes up
+/// when a slot is taken and down when it is dropped (the request admitted, abandoned, refused,
+/// or ended by a shutdown or a crash of the engine thread); nothing else writes the counter.
+pub(crate) struct QueueSlot(Arc<Shared>);
+
+impl QueueSlot {
+    /// Takes a slot; with a `cap`, fails with `QueueFull` when `cap` slots are taken.
+    fn take(shared: &Arc<Shared>, cap: Option<usize>) -> Result<Self, EngineError> {
+        match cap {
+            Some(cap) => {
+                shared
+                    .queued
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                        (q < cap).then_some(q + 1)
+                    })
+                    .map_err(EngineError::QueueFull)?;
+            }
+            None => {
+                shared.queued.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        Ok(Self(shared.clone()))
+    }
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// State shared between handles and the engine thread.
@@ -111,8 +144,22 @@ pub(crate) struct Shared {
     pub metrics: MetricsShared,
     pub model: RwLock<Arc<Transformer>>,
     pub version: AtomicU64,
+    /// Requests waiting for admission: written only by [`QueueSlot`].
     pub queued: AtomicUsize,
     pub shut_down: AtomicBool,
+    /// Set with `shut_down` when the engine thread ended by a panic.
+    pub crashed: AtomicBool,
+}
+
+/// Whether the engine serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineState {
+    /// The engine thread runs and takes requests.
+    Running,
+    /// The engine was shut down (every later call fails with `ShutDown`).
+    ShutDown,
+    /// The engine thread panicked; the engine is shut down and every call fails with `ShutDown`.
+    Crashed,
 }
 
 struct Inner {
@@ -217,13 +264,13 @@ impl EngineHandle {
         cfg: EngineConfig,
     ) -> Result<Self, EngineError> {
         if cfg.block_size == 0 || cfg.num_blocks < 2 {
-            return Err(EngineError::InvalidRequest(format!(
+            return Err(EngineError::Config(format!(
                 "engine needs block_size > 0 and num_blocks >= 2, got {} and {}",
                 cfg.block_size, cfg.num_blocks
             )));
         }
         if cfg.max_running_seqs == 0 || cfg.max_step_tokens == 0 || cfg.prefill_chunk == 0 {
-            return Err(EngineError::InvalidRequest(
+            return Err(EngineError::Config(
                 "max_running_seqs, max_step_tokens and prefill_chunk must be > 0".into(),
             ));
         }
@@ -234,6 +281,7 @@ impl EngineHandle {
             version: AtomicU64::new(cfg.initial_policy_version),
             queued: AtomicUsize::new(0),
             shut_down: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
         });
         MetricsShared::set(&shared.metrics.policy_version, cfg.initial_policy_version);
         let (tx, rx) = mpsc::channel();
@@ -323,18 +371,8 @@ impl EngineHandle {
         bounded: bool,
     ) -> Result<ResponseReceiver, EngineError> {
         self.validate(&request)?;
-        let shared = &self.inner.shared;
-        let cap = self.inner.cfg.max_queued_requests;
-        if bounded {
-            shared
-                .queued
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                    (q < cap).then_some(q + 1)
-                })
-                .map_err(EngineError::QueueFull)?;
-        } else {
-            shared.queued.fetch_add(1, Ordering::AcqRel);
-        }
+        let cap = bounded.then_some(self.inner.cfg.max_queued_requests);
+        let slot = QueueSlot::take(&self.inner.shared, cap)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let pending = PendingRequest {
@@ -342,11 +380,10 @@ impl EngineHandle {
             request,
             stream,
             tx,
+            slot,
         };
-        if let Err(e) = self.send(Command::Submit(Box::new(pending))) {
-            shared.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(e);
-        }
+        // On failure the command, and with it the slot, is dropped.
+        self.send(Command::Submit(Box::new(pending)))?;
         Ok(ResponseReceiver { id, rx })
     }
 
@@ -449,9 +486,21 @@ impl EngineHandle {
         m
     }
 
-    /// Whether the engine has shut down.
+    /// Whether the engine has shut down (by request, or because its thread panicked).
     pub fn is_shut_down(&self) -> bool {
         self.inner.shared.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Whether the engine runs, was shut down, or crashed.
+    pub fn state(&self) -> EngineState {
+        let s = &self.inner.shared;
+        if s.crashed.load(Ordering::Acquire) {
+            EngineState::Crashed
+        } else if s.shut_down.load(Ordering::Acquire) {
+            EngineState::ShutDown
+        } else {
+            EngineState::Running
+        }
     }
 
     /// Stops the engine: running and queued requests end with `Error(ShutDown)`; later calls

@@ -5,8 +5,8 @@
 use super::errors::ApiError;
 use super::openai_types::{ChatMessageIn, StopSpec};
 use super::state::AppState;
-use crate::engine::ResponseReceiver;
-use crate::types::{FinishReason, RolloutRequest, SamplingParams, StreamEvent};
+use crate::engine::{EngineState, ResponseReceiver};
+use crate::types::{FinishReason, RolloutRequest, RolloutResponse, SamplingParams, StreamEvent};
 use oxrl_models::ChatMessage;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -21,8 +21,16 @@ pub enum PromptIn {
     Ids(Vec<u32>),
 }
 
-/// Fails with 503 once a shutdown has begun.
+/// Fails with 503 once a shutdown has begun, or when the engine no longer runs (saying whether
+/// it was shut down or crashed).
 pub fn check_serving(state: &AppState) -> Result<(), ApiError> {
+    match state.engine().state() {
+        EngineState::Crashed => return Err(ApiError::engine_stopped("crashed")),
+        EngineState::ShutDown if !state.is_shutting_down_by_request() => {
+            return Err(ApiError::engine_stopped("shut down"))
+        }
+        _ => {}
+    }
     if state.is_shutting_down() {
         Err(ApiError::shutting_down())
     } else {
@@ -236,6 +244,29 @@ pub struct SamplingInputs {
     pub logit_bias: Option<BTreeMap<String, f32>>,
 }
 
+/// The one place that gathers the shared sampling fields of an OpenAI request into
+/// [`SamplingInputs`]: `CompletionRequest` and `ChatCompletionRequest` name them alike.
+macro_rules! sampling_inputs {
+    ($req:expr) => {
+        $crate::http::common::SamplingInputs {
+            n: $req.n,
+            temperature: $req.temperature,
+            top_p: $req.top_p,
+            top_k: $req.top_k,
+            min_p: $req.min_p,
+            stop: $req.stop.clone(),
+            seed: $req.seed,
+            ignore_eos: $req.ignore_eos,
+            stop_token_ids: $req.stop_token_ids.clone(),
+            presence_penalty: $req.presence_penalty,
+            frequency_penalty: $req.frequency_penalty,
+            repetition_penalty: $req.repetition_penalty,
+            logit_bias: $req.logit_bias.clone(),
+        }
+    };
+}
+pub(crate) use sampling_inputs;
+
 fn unsupported(field: &str, what: &str) -> ApiError {
     ApiError::invalid_param(
         field,
@@ -317,7 +348,7 @@ pub fn resolve_max_tokens(
     prompt_len: usize,
 ) -> Result<usize, ApiError> {
     let ctx = state.engine().context_len();
-    let limit = state.cfg().max_tokens_limit;
+    let limit = state.max_tokens_limit();
     if prompt_len >= ctx {
         return Err(ApiError::invalid_param(
             "prompt",
@@ -375,6 +406,18 @@ pub fn validate_request(
     })
 }
 
+/// The `policy_version` a non-streaming OpenAI response (completions and chat alike) reports:
+/// the newest policy that produced any of its tokens, i.e. the largest `policy_version_end` over
+/// all its completions; `serving` (the version serving now) when there is no completion.
+pub fn response_policy_version(results: &[RolloutResponse], serving: u64) -> u64 {
+    results
+        .iter()
+        .flat_map(|r| &r.completions)
+        .map(|c| c.policy_version_end)
+        .max()
+        .unwrap_or(serving)
+}
+
 /// The OpenAI name of a finish reason.
 pub fn finish_str(f: FinishReason) -> String {
     match f {
@@ -429,6 +472,37 @@ pub fn merge_receivers(rxs: Vec<ResponseReceiver>) -> mpsc::Receiver<(usize, Str
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Both OpenAI endpoints report the newest policy that produced any token: with completions
+    /// ending at versions 3 and then 1 (the last completion older), the answer is 3, not 1.
+    #[test]
+    fn response_policy_version_is_the_newest_producing_policy() {
+        use crate::types::{Completion, Usage};
+        let c = |index: usize, start: u64, end: u64| Completion {
+            index,
+            token_ids: vec![5],
+            text: String::new(),
+            logprobs: vec![-1.0],
+            top_logprobs: None,
+            finish_reason: FinishReason::Length,
+            stop_reason: None,
+            policy_version: start,
+            policy_version_end: end,
+        };
+        let r = |completions: Vec<Completion>| RolloutResponse {
+            prompt_token_ids: vec![2],
+            prompt_logprobs: None,
+            completions,
+            usage: Usage::default(),
+        };
+        let results = vec![r(vec![c(0, 2, 3), c(1, 1, 1)]), r(vec![c(0, 0, 2)])];
+        assert_eq!(response_policy_version(&results, 7), 3);
+        let one = vec![r(vec![c(0, 3, 3), c(1, 1, 1)])];
+        assert_eq!(response_policy_version(&one, 0), 3);
+        // No completion at all: the version serving now.
+        assert_eq!(response_policy_version(&[r(vec![])], 7), 7);
+        assert_eq!(response_policy_version(&[], 4), 4);
+    }
 
     #[test]
     fn prompt_forms() {

@@ -103,6 +103,17 @@ impl ApiError {
         .with_code("shutting_down")
     }
 
+    /// A 503 (the engine no longer runs: `how` is `crashed` or `shut down`), while the server
+    /// itself is not shutting down; a restart is needed.
+    pub fn engine_stopped(how: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable_error",
+            format!("the engine has {how}; no request can be served (restart the server)"),
+        )
+        .with_code("engine_stopped")
+    }
+
     /// A 500.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
@@ -171,6 +182,13 @@ impl From<EngineError> for ApiError {
                 msg,
             )
             .with_code("aborted"),
+            EngineError::Config(_) => ApiError::internal(msg).with_code("engine_config"),
+            EngineError::CacheFull { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable_error",
+                format!("{msg}; retry later"),
+            )
+            .with_code("cache_full"),
         }
     }
 }
@@ -207,6 +225,8 @@ mod tests {
         assert_eq!(s(EngineError::ShutDown), 503);
         assert_eq!(s(EngineError::WeightUpdate("nan".into())), 400);
         assert_eq!(s(EngineError::Model("boom".into())), 500);
+        assert_eq!(s(EngineError::Config("no blocks".into())), 500);
+        assert_eq!(s(EngineError::CacheFull { needed: 3, free: 1 }), 503);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The JSON schemas of the OpenAI-compatible API (`/v1/completions`, `/v1/chat/completions`,
-//! `/v1/models`) and of oxrl's native `/v1/rollouts`.
+//! `/v1/models`). oxrl's native wire types (`/v1/rollouts`, `/v1/weights`) live in
+//! [`crate::types`], where an HTTP client finds them without the server modules.
 //!
 //! Strictness: request objects reject unknown fields (400 naming the field), because a misspelt
 //! sampling parameter (`temprature`) would otherwise silently change an RL run. OpenAI fields oxrl
@@ -8,7 +9,7 @@
 //! 400 saying so. Chat *messages* are lenient: extra keys such as `name`, `refusal` or
 //! `tool_calls: null` (what the OpenAI client echoes back) are ignored.
 
-use crate::types::{RolloutResponse, SamplingParams, Usage};
+use crate::types::Usage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -236,7 +237,8 @@ pub struct CompletionResponse {
     /// Token accounting (stream chunks: only in the last, with `include_usage`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<OpenAiUsage>,
-    /// Policy version that produced the response (oxrl extension).
+    /// Policy version (oxrl extension): the newest policy that produced any token of the
+    /// response (the largest `policy_version_end`; stream chunks: the version serving then).
     pub policy_version: u64,
 }
 
@@ -310,7 +312,8 @@ pub struct ChatCompletionResponse {
     pub choices: Vec<ChatChoice>,
     /// Token accounting.
     pub usage: OpenAiUsage,
-    /// Policy version that produced the response (oxrl extension).
+    /// Policy version (oxrl extension): the newest policy that produced any token of the
+    /// response (the largest `policy_version_end`, as for completions).
     pub policy_version: u64,
 }
 
@@ -371,71 +374,6 @@ pub struct ModelList {
     pub object: String,
     /// The served model.
     pub data: Vec<ModelCard>,
-}
-
-/// Body of `POST /v1/rollouts`: many prompts × `n` samples each.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolloutsRequest {
-    /// Model id (must be the served model's name, when given).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// Prompts: each a string (tokenised as is), `{"text": ...}`, `{"messages": [...]}` (chat
-    /// template applied) or `{"token_ids": [...]}` / a bare list of token ids.
-    pub prompts: Vec<Value>,
-    /// Sampling parameters shared by all prompts (the engine's [`SamplingParams`]).
-    #[serde(default)]
-    pub params: SamplingParams,
-    /// For `messages` prompts: append the assistant prefix (default true).
-    #[serde(default)]
-    pub add_generation_prompt: Option<bool>,
-}
-
-/// Response of `POST /v1/rollouts`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutsResponse {
-    /// Response id.
-    pub id: String,
-    /// Always `rollout`.
-    pub object: String,
-    /// Unix time.
-    pub created: u64,
-    /// Served model name.
-    pub model: String,
-    /// One result per prompt, in order: prompt token ids, optional prompt logprobs, `n`
-    /// completions (token ids, text, logprobs, finish reason, policy versions), usage.
-    pub results: Vec<RolloutResponse>,
-    /// Totals over all prompts.
-    pub usage: Usage,
-    /// Policy version serving when the response was written.
-    pub policy_version: u64,
-}
-
-/// Body of a JSON `POST /v1/weights`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WeightsPathRequest {
-    /// A safetensors file or an HF-layout directory on the server's disk.
-    pub path: String,
-}
-
-/// Response of a successful `POST /v1/weights`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WeightsResponse {
-    /// Always `weights_update`.
-    pub object: String,
-    /// The new policy version.
-    pub policy_version: u64,
-    /// Tensors replaced.
-    pub num_tensors: usize,
-    /// Bytes of weights received or read.
-    pub bytes: u64,
-    /// Wall time of the update on the server (read + parse + validate + swap), in milliseconds.
-    pub elapsed_ms: f64,
-    /// Of which: receiving the body or reading the files and parsing them into tensors.
-    pub load_ms: f64,
-    /// Of which: validating the tensors and swapping them in (`EngineHandle::update_weights`).
-    pub apply_ms: f64,
 }
 
 #[cfg(test)]
@@ -536,16 +474,5 @@ mod tests {
             serde_json::json!({"content": "x"})
         );
         assert!(v.get("usage").is_none());
-    }
-
-    #[test]
-    fn rollouts_request_defaults_and_strictness() {
-        let r: RolloutsRequest =
-            parse_json(br#"{"prompts":["hi",{"token_ids":[1,2]}],"params":{"n":4}}"#).unwrap();
-        assert_eq!(r.prompts.len(), 2);
-        assert_eq!(r.params.n, 4);
-        assert_eq!(r.params.max_tokens, SamplingParams::default().max_tokens);
-        let e = parse_json::<RolloutsRequest>(br#"{"prompts":[],"params":{"nn":4}}"#).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("params.nn"));
     }
 }

@@ -1,6 +1,8 @@
 //! Operational routes, open without a key: `GET /health` (200 with the policy version while
-//! serving, 503 once shutting down) and `GET /metrics` (Prometheus text).
+//! the engine serves; 503 once shutting down, or when the engine has stopped or crashed) and
+//! `GET /metrics` (Prometheus text).
 
+use super::common::check_serving;
 use super::errors::ApiError;
 use super::metrics_text;
 use super::state::AppState;
@@ -11,11 +13,10 @@ use axum::Json;
 
 /// `GET /health`.
 pub async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
-    if state.is_shutting_down() {
-        return Err(ApiError::shutting_down());
-    }
+    check_serving(&state)?;
     Ok(Json(serde_json::json!({
         "status": "ok",
+        "engine": "running",
         "model": state.cfg().served_model_name,
         "policy_version": state.engine().policy_version(),
     }))

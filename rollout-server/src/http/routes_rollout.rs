@@ -12,10 +12,10 @@ use super::common::{
 };
 use super::errors::ApiError;
 use super::extract::ApiJson;
-use super::openai_types::{ChatMessageIn, RolloutsRequest, RolloutsResponse};
+use super::openai_types::ChatMessageIn;
 use super::routes_openai::finish_all;
 use super::state::AppState;
-use crate::types::{RolloutRequest, Usage};
+use crate::types::{RolloutRequest, RolloutsRequest, RolloutsResponse, Usage};
 use axum::extract::State;
 use axum::Json;
 use serde_json::Value;
@@ -76,7 +76,7 @@ pub async fn rollouts(
             "`prompts` must not be empty",
         ));
     }
-    let limit = state.cfg().max_tokens_limit;
+    let limit = state.max_tokens_limit();
     if req.params.max_tokens > limit {
         return Err(ApiError::invalid_param(
             "params.max_tokens",

@@ -8,8 +8,8 @@
 
 use super::errors::ApiError;
 use super::extract::{drain, parse_json, read_body, DRAIN_CAP};
-use super::openai_types::{WeightsPathRequest, WeightsResponse};
 use super::state::AppState;
+use crate::types::{WeightsPathRequest, WeightsResponse};
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::Json;

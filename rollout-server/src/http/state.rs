@@ -23,8 +23,6 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest `/v1/weights` body in bytes.
     pub max_weights_body_bytes: usize,
-    /// Largest `max_tokens` a request may ask for.
-    pub max_tokens_limit: usize,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
 }
@@ -38,7 +36,6 @@ impl Default for ServerConfig {
             admin_key: None,
             max_body_bytes: 8 << 20,
             max_weights_body_bytes: 8 << 30,
-            max_tokens_limit: 4096,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -104,6 +101,13 @@ impl AppState {
         &self.inner.cfg
     }
 
+    /// Largest `max_tokens` a request may ask for: the engine's
+    /// [`ParamLimits::max_tokens`](crate::types::ParamLimits::max_tokens), the one source of this
+    /// limit (`oxrl serve --max-tokens-limit` sets it).
+    pub fn max_tokens_limit(&self) -> usize {
+        self.inner.engine.config().limits.max_tokens
+    }
+
     /// HTTP counters.
     pub fn metrics(&self) -> &HttpMetrics {
         &self.inner.metrics
@@ -119,7 +123,12 @@ impl AppState {
         self.inner.shutting_down.store(true, Ordering::Release);
     }
 
-    /// Whether a shutdown has begun.
+    /// Whether [`AppState::begin_shutdown`] was called (the server's own graceful shutdown).
+    pub fn is_shutting_down_by_request(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Whether a shutdown has begun, or the engine no longer runs.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::Acquire) || self.inner.engine.is_shut_down()
     }
