@@ -13,12 +13,12 @@
 //! opt.step(&grads, schedule.lr_at(opt.step_count()))?;
 //! ```
 //!
-//! - [`adamw`]: [`AdamW`], [`AdamWConfig`].
-//! - [`param_groups`]: the no-decay patterns and group rules.
-//! - [`grad_clip`]: [`clip_grad_norm`], [`grad_norm`].
-//! - [`schedule`]: [`LrSchedule`], [`ScheduleConfig`], [`ScheduleKind`].
-//! - [`state`]: the state-file format.
-//! - [`error`]: [`OptimError`].
+//! - [`adamw`] — [`AdamW`], [`AdamWConfig`].
+//! - [`param_groups`] — the no-decay patterns and group rules.
+//! - [`grad_clip`] — [`clip_grad_norm`], [`grad_norm`].
+//! - [`schedule`] — [`LrSchedule`], [`ScheduleConfig`], [`ScheduleKind`].
+//! - [`state`] — the state-file format.
+//! - [`error`] — [`OptimError`].
 
 pub mod adamw;
 pub mod error;
