@@ -257,7 +257,7 @@ fn countdown_shaped_task_scores_correct_wrong_and_malformed_completions() {
 fn arith_task_scores_inline_and_joined_rows() {
     // The first generated example of the task, joined by id.
     let task_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tasks/arith.toml");
-    let task = oxrl_datasets::TaskConfig::from_path(&task_path)
+    let task = oxrl_task::TaskConfig::from_path(&task_path)
         .unwrap()
         .load()
         .unwrap();

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong while loading a dataset, rendering a prompt or reading a task.
+/// Everything that can go wrong while loading a dataset, or rendering a prompt.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     /// A file or folder could not be read.
@@ -47,9 +47,6 @@ pub enum DatasetError {
     /// A prompt template failed to compile or to render.
     #[error("prompt template: {0}")]
     Template(String),
-    /// A verifier table of a task is invalid.
-    #[error("verifier configuration: {0}")]
-    Verifier(#[from] oxrl_verifiers::VerifierError),
 }
 
 impl DatasetError {

@@ -107,16 +107,6 @@ impl Example {
             RecordKind::Prompt
         }
     }
-
-    /// The example as a verifier sees it (prompt text, answer, metadata).
-    pub fn to_verify_example(&self) -> oxrl_verifiers::VerifyExample {
-        oxrl_verifiers::VerifyExample {
-            id: self.id.clone(),
-            prompt: self.prompt.text().to_owned(),
-            answer: self.answer.clone(),
-            metadata: self.metadata.clone(),
-        }
-    }
 }
 
 #[cfg(test)]

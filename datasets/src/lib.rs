@@ -1,6 +1,6 @@
 //! oxrl-datasets: dataset loading (JSONL, JSON, CSV, Parquet, local HF snapshots), field mapping,
-//! prompt rendering, seeded shuffling and splits, synthetic task generators, and task definitions
-//! (dataset + prompt template + verifiers) read from TOML.
+//! prompt rendering, seeded shuffling and splits, and synthetic task generators. It knows nothing
+//! of verifiers: the task definition (dataset + template + verifiers) is in `oxrl-task`.
 
 pub mod dataset;
 pub mod error;
@@ -10,7 +10,6 @@ pub mod mapping;
 pub mod shuffle;
 pub mod source;
 pub mod synthetic;
-pub mod task;
 pub mod template;
 
 pub use dataset::{load, load_split, Dataset, DatasetConfig, SplitDataset};
@@ -19,5 +18,4 @@ pub use example::{ChatMessage, Example, Prompt, RecordKind};
 pub use formats::{Format, RawRow, ReadOptions, RowLocation};
 pub use mapping::FieldMapping;
 pub use shuffle::{EpochSampler, EvalSize, SplitMix64};
-pub use task::{Task, TaskConfig};
 pub use template::{PromptConfig, PromptFormat, PromptTemplate};

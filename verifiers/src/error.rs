@@ -7,6 +7,10 @@ pub enum VerifierError {
     /// No verifier is registered under this name.
     #[error("unknown verifier `{name}`; known verifiers: {known}")]
     Unknown { name: String, known: String },
+    /// A verifier table is malformed (no `name`, a bad `weight`, not a table); the message
+    /// names the table.
+    #[error("verifier table {0}")]
+    Table(String),
     /// The options of a verifier are invalid.
     #[error("invalid configuration for verifier `{verifier}`: {message}")]
     Config { verifier: String, message: String },

@@ -20,5 +20,7 @@ pub mod verifier;
 pub use error::VerifierError;
 pub use math::{answers_equivalent, extract_answer, MathOptions, MathVerifier};
 pub use plugin::{CommandConfig, CommandVerifier, HttpConfig, HttpVerifier};
-pub use registry::{BuildContext, Factory, Registry, WeightedMember, WeightedVerifiers};
+pub use registry::{
+    check_specs, BuildContext, Factory, Registry, VerifierSpec, WeightedMember, WeightedVerifiers,
+};
 pub use verifier::{Group, Score, Verifier, VerifyExample};

@@ -131,29 +131,13 @@ impl Registry {
         ctx: &BuildContext,
     ) -> Result<WeightedVerifiers, VerifierError> {
         let mut members: Vec<WeightedMember> = Vec::with_capacity(specs.len());
-        for (i, spec) in specs.iter().enumerate() {
-            let at = |message: String| VerifierError::Config {
-                verifier: format!("verifiers[{i}]"),
-                message,
-            };
-            let table = spec
-                .as_object()
-                .ok_or_else(|| at(format!("expected a table, got {spec}")))?;
-            let name = table
-                .get("name")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| at("needs a string `name`".into()))?;
-            let weight = match table.get("weight") {
-                None => 1.0,
-                Some(w) => w
-                    .as_f64()
-                    .filter(|w| w.is_finite())
-                    .ok_or_else(|| at(format!("`weight` must be a finite number, got {w}")))?,
-            } as f32;
-            let mut options = table.clone();
-            options.remove("name");
-            options.remove("weight");
+        for (i, spec) in check_specs(specs, "verifiers")?.into_iter().enumerate() {
+            let VerifierSpec {
+                name,
+                weight,
+                options,
+            } = spec;
+            let name = name.as_str();
             let verifier = self.build(name, &options, ctx)?;
             let label = if members.iter().any(|m| m.label == name) {
                 format!("{name}#{i}")
@@ -174,6 +158,56 @@ impl Registry {
         }
         Ok(WeightedVerifiers { members })
     }
+}
+
+/// One verifier table split into its parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifierSpec {
+    /// The registered name.
+    pub name: String,
+    /// Its weight in the reward (default 1).
+    pub weight: f32,
+    /// Every other key of the table.
+    pub options: Map<String, Value>,
+}
+
+impl VerifierSpec {
+    /// Reads a table `{"name", "weight"?, ...options}`; `at` names it in errors
+    /// (`verifiers[2]`, `task.verifiers[2]`). The one place the name and weight rules live.
+    pub fn parse(spec: &Value, at: &str) -> Result<Self, VerifierError> {
+        let table = spec
+            .as_object()
+            .ok_or_else(|| VerifierError::Table(format!("{at}: expected a table, got {spec}")))?;
+        let name = table
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| VerifierError::Table(format!("{at} needs a string `name`")))?;
+        let weight = match table.get("weight") {
+            None => 1.0,
+            Some(w) => w.as_f64().filter(|w| w.is_finite()).ok_or_else(|| {
+                VerifierError::Table(format!("{at}: `weight` must be a number (finite), got {w}"))
+            })?,
+        } as f32;
+        let mut options = table.clone();
+        options.remove("name");
+        options.remove("weight");
+        Ok(Self {
+            name: name.to_string(),
+            weight,
+            options,
+        })
+    }
+}
+
+/// Checks the shape of every table of a list named `list` in errors (`task.verifiers`) without
+/// building anything, and splits them.
+pub fn check_specs(specs: &[Value], list: &str) -> Result<Vec<VerifierSpec>, VerifierError> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| VerifierSpec::parse(spec, &format!("{list}[{i}]")))
+        .collect()
 }
 
 /// One verifier of a combination, with its weight and component label.

@@ -18,12 +18,14 @@
 //! ```
 //!
 //! Verifier tables are kept as JSON objects (`name`, `weight`, every other key an option) and
-//! handed to `oxrl-verifiers`, which builds them.
+//! handed to `oxrl-verifiers`, which checks their shape ([`oxrl_verifiers::check_specs`], the
+//! one copy of the name and weight rules) and builds them.
 
-use crate::dataset::{load_split, DatasetConfig, SplitDataset};
-use crate::error::{DatasetError, Result};
-use crate::example::Example;
-use crate::template::{PromptConfig, PromptTemplate};
+use crate::error::{Result, TaskError};
+use oxrl_datasets::{
+    load_split, DatasetConfig, Example, PromptConfig, PromptTemplate, SplitDataset,
+};
+use oxrl_verifiers::{check_specs, BuildContext, Registry, WeightedVerifiers};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -61,16 +63,16 @@ impl TaskConfig {
     /// training config can embed its task). `origin` names the document in errors; `base_dir`
     /// anchors relative paths.
     pub fn from_toml_str(text: &str, origin: &Path, base_dir: &Path) -> Result<Self> {
-        let file: TaskFile = toml::from_str(text).map_err(|e| DatasetError::File {
+        let file: TaskFile = toml::from_str(text).map_err(|e| TaskError::File {
             path: origin.to_path_buf(),
             message: e.to_string(),
         })?;
-        let mut task = file.task.ok_or_else(|| DatasetError::File {
+        let mut task = file.task.ok_or_else(|| TaskError::File {
             path: origin.to_path_buf(),
             message: "no [task] table".into(),
         })?;
         task.base_dir = base_dir.to_path_buf();
-        task.validate().map_err(|e| DatasetError::File {
+        task.validate().map_err(|e| TaskError::File {
             path: origin.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -79,7 +81,8 @@ impl TaskConfig {
 
     /// Reads a task file; relative dataset paths are relative to its folder.
     pub fn from_path(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| DatasetError::io(path, e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| oxrl_datasets::DatasetError::io(path, e))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::from_toml_str(&text, path, &base)
     }
@@ -87,26 +90,17 @@ impl TaskConfig {
     /// Checks what can be checked without reading data: verifier tables and split sizes.
     pub fn validate(&self) -> Result<()> {
         self.dataset.eval_size()?;
-        for (i, v) in self.verifiers.iter().enumerate() {
-            match v.get("name") {
-                Some(Value::String(s)) if !s.is_empty() => {}
-                _ => {
-                    return Err(DatasetError::Config(format!(
-                        "task.verifiers[{i}] needs a string `name`"
-                    )))
-                }
-            }
-            match v.get("weight") {
-                None => {}
-                Some(w) if w.as_f64().is_some_and(|w| w.is_finite()) => {}
-                Some(w) => {
-                    return Err(DatasetError::Config(format!(
-                        "task.verifiers[{i}]: `weight` must be a number, got {w}"
-                    )))
-                }
-            }
-        }
+        check_specs(&self.verifier_specs(), "task.verifiers")?;
         Ok(())
+    }
+
+    /// Builds the task's weighted verifiers through `registry` (relative paths in options
+    /// resolve against the task file's folder).
+    pub fn build_verifiers(&self, registry: &Registry) -> Result<WeightedVerifiers> {
+        if self.verifiers.is_empty() {
+            return Err(TaskError::NoVerifiers);
+        }
+        Ok(registry.build_weighted(&self.verifier_specs(), &BuildContext::new(&self.base_dir))?)
     }
 
     /// The verifier tables as JSON objects with `weight` filled in (default 1.0), ready for
@@ -160,7 +154,7 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::example::{ChatMessage, Prompt};
+    use oxrl_datasets::{ChatMessage, Prompt};
     use serde_json::json;
 
     const ARITH: &str = r#"

@@ -1,0 +1,145 @@
+//! The decoder: one implementation of the Llama / Mistral / Qwen2 / Qwen3 transformer with a
+//! differentiable training forward and a batched, paged-cache inference step.
+//!
+//! Both paths run the same weights through the same math and agree to float rounding:
+//! - [`Transformer::token_logprobs`] / [`Transformer::logits`] take a right-padded batch of full
+//!   sequences and use only ops with a correct backward (manual RMSNorm, `rope_slow`,
+//!   `ops::softmax`), so every weight (or every LoRA adapter) receives its gradient;
+//! - [`Transformer::step`] appends new tokens of many sequences (prefill chunks or single decode
+//!   tokens, each at its own position) to a [`KvCache`] and uses the fused kernels.
+//!
+//! Attention groups query heads by their key/value head (`[b, kv_heads, group·t, d]`), so GQA needs
+//! no copy of keys and values.
+//!
+//! The code is split by job: [`params`] builds the model from HF tensors and names, exports and
+//! swaps its weights and attaches LoRA; [`train`] is the training forward; [`step`] the inference
+//! step. This file holds the weights' layout and the helpers both paths share.
+
+mod params;
+mod step;
+mod train;
+
+pub use step::{StepLogits, StepSeq};
+pub use train::{TokenLogprobs, TrainForward};
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::layers::{ForwardMode, Linear, Param};
+use crate::rope::Rope;
+use candle_core::{DType, Device, Tensor};
+
+/// One decoder layer's weights.
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: Param,
+    post_norm: Param,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<Param>,
+    k_norm: Option<Param>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Layer {
+    fn linears(&self) -> [(&'static str, &Linear); 7] {
+        [
+            ("self_attn.q_proj", &self.q),
+            ("self_attn.k_proj", &self.k),
+            ("self_attn.v_proj", &self.v),
+            ("self_attn.o_proj", &self.o),
+            ("mlp.gate_proj", &self.gate),
+            ("mlp.up_proj", &self.up),
+            ("mlp.down_proj", &self.down),
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        [
+            ("self_attn.q_proj", &mut self.q),
+            ("self_attn.k_proj", &mut self.k),
+            ("self_attn.v_proj", &mut self.v),
+            ("self_attn.o_proj", &mut self.o),
+            ("mlp.gate_proj", &mut self.gate),
+            ("mlp.up_proj", &mut self.up),
+            ("mlp.down_proj", &mut self.down),
+        ]
+    }
+}
+
+/// A decoder-only transformer policy.
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    cfg: ModelConfig,
+    dtype: DType,
+    device: Device,
+    embed: Param,
+    layers: Vec<Layer>,
+    norm: Param,
+    /// `None` when the LM head is tied to the embedding.
+    lm_head: Option<Linear>,
+    rope: Rope,
+    base_trainable: bool,
+}
+
+impl Transformer {
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype logprobs are computed in: f64 for f64 models, f32 otherwise.
+    fn work_dtype(&self) -> DType {
+        if self.dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        }
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is out of range for vocabulary size {}",
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn embed_tokens(&self, ids: &[u32], track: bool) -> Result<Tensor> {
+        let idx = Tensor::from_slice(ids, ids.len(), &self.device)?;
+        Ok(self
+            .embed
+            .get(track && self.base_trainable)
+            .index_select(&idx, 0)?)
+    }
+
+    fn lm_logits(&self, hidden: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(hidden, mode)?,
+            None => {
+                let w = self.embed.get(mode.track && self.base_trainable);
+                if !mode.track && crate::gemv::applies(hidden, w) {
+                    crate::gemv::matmul_xwt(hidden, w)?
+                } else {
+                    hidden.matmul(&w.t()?)?
+                }
+            }
+        };
+        Ok(logits)
+    }
+}

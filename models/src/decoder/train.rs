@@ -1,0 +1,258 @@
+//! The training forward: a right-padded batch of full sequences through ops with a correct
+//! backward, returning logits or per-token logprobs (and entropies) of the batch's own tokens.
+
+use crate::error::{ModelError, Result};
+use crate::layers::{rms_norm, ForwardMode};
+use crate::rope::apply_rope_train;
+use candle_core::{DType, Tensor, D};
+
+use super::Transformer;
+
+/// Per-token log-probabilities (and optionally entropies) from the training forward.
+#[derive(Debug, Clone)]
+pub struct TokenLogprobs {
+    /// `[b, t]`: `log p(ids[b,t] | ids[b,<t])` for `1 <= t < len_b`, 0 at `t = 0` and on padding
+    /// (f32; f64 for f64 models).
+    pub logprobs: Tensor,
+    /// `[b, t]`: entropy of the distribution that predicted `ids[b,t]` (same masking), if asked.
+    pub entropy: Option<Tensor>,
+}
+
+/// Options of the training forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainForward {
+    /// Build the autograd graph (false: evaluation only, e.g. the old or reference policy).
+    pub track: bool,
+    /// Apply LoRA adapters (false: the base model, used as the reference policy).
+    pub adapters: bool,
+    /// Also return per-token entropies.
+    pub entropy: bool,
+}
+
+impl Default for TrainForward {
+    fn default() -> Self {
+        Self {
+            track: true,
+            adapters: true,
+            entropy: false,
+        }
+    }
+}
+
+impl Transformer {
+    // ----------------------------------------------------------------------------------------
+    // Training forward
+    // ----------------------------------------------------------------------------------------
+
+    fn check_batch(
+        &self,
+        input_ids: &Tensor,
+        lengths: &[usize],
+    ) -> Result<(usize, usize, Vec<u32>)> {
+        let (b, t) = input_ids.dims2().map_err(|_| {
+            ModelError::Input(format!(
+                "input_ids must be [batch, time], got {:?}",
+                input_ids.dims()
+            ))
+        })?;
+        if b == 0 || t == 0 {
+            return Err(ModelError::Input("empty batch".into()));
+        }
+        if lengths.len() != b {
+            return Err(ModelError::Input(format!(
+                "{} lengths for a batch of {b}",
+                lengths.len()
+            )));
+        }
+        if let Some(&l) = lengths.iter().find(|&&l| l == 0 || l > t) {
+            return Err(ModelError::Input(format!(
+                "sequence length {l} outside 1..={t}"
+            )));
+        }
+        let ids = input_ids
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1::<u32>()?;
+        self.check_ids(&ids)?;
+        Ok((b, t, ids))
+    }
+
+    /// Final hidden states `[b·t, hidden]` of a right-padded batch (training path).
+    fn hidden_train(
+        &self,
+        ids: &[u32],
+        b: usize,
+        t: usize,
+        lengths: &[usize],
+        mode: ForwardMode,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (nh, nkv, d) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let g = cfg.gqa_group();
+        let positions: Vec<usize> = (0..t).collect();
+        let (cos, sin) = self.rope.cos_sin(&positions, self.dtype, &self.device)?;
+        let (cos_h, sin_h) = self.rope.angles(&positions);
+        let (cos_h, sin_h) = (std::sync::Arc::new(cos_h), std::sync::Arc::new(sin_h));
+        let fused = crate::ops::supported(self.embed.get(false));
+        // Additive mask [b, 1, 1, t, t] for the composed path: causal within each sequence's real
+        // tokens (padded queries see every real key so no row is empty).
+        let mask = if fused {
+            None
+        } else {
+            let mut mask = vec![0f32; b * t * t];
+            for (bi, &len) in lengths.iter().enumerate() {
+                for i in 0..t {
+                    for j in 0..t {
+                        if !(j < len && (j <= i || i >= len)) {
+                            mask[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            Some(Tensor::from_vec(mask, (b, 1, 1, t, t), &self.device)?.to_dtype(self.dtype)?)
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        let track_base = mode.track && self.base_trainable;
+        let mut x = self.embed_tokens(ids, mode.track)?;
+        for layer in &self.layers {
+            let h = rms_norm(&x, layer.input_norm.get(track_base), cfg.rms_norm_eps)?;
+            let q = layer.q.forward(&h, mode)?.reshape((b, t, nh, d))?;
+            let k = layer.k.forward(&h, mode)?.reshape((b, t, nkv, d))?;
+            let v = layer.v.forward(&h, mode)?.reshape((b, t, nkv, d))?;
+            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
+                (Some(qn), Some(kn)) => (
+                    rms_norm(&q, qn.get(track_base), cfg.rms_norm_eps)?,
+                    rms_norm(&k, kn.get(track_base), cfg.rms_norm_eps)?,
+                ),
+                _ => (q, k),
+            };
+            let (q, k) = if fused {
+                (
+                    crate::ops::rope(&q.transpose(1, 2)?, cos_h.clone(), sin_h.clone(), t)?,
+                    crate::ops::rope(&k.transpose(1, 2)?, cos_h.clone(), sin_h.clone(), t)?,
+                )
+            } else {
+                (
+                    apply_rope_train(&q.transpose(1, 2)?.contiguous()?, &cos, &sin)?,
+                    apply_rope_train(&k.transpose(1, 2)?.contiguous()?, &cos, &sin)?,
+                )
+            };
+            let v = v.transpose(1, 2)?.contiguous()?;
+            // Group query heads by their kv head: [b, nkv, g·t, d].
+            let q = q.reshape((b, nkv, g * t, d))?;
+            let att = q.matmul(&k.t()?)?;
+            let att = match &mask {
+                None => {
+                    crate::ops::masked_softmax(&att.reshape((b, nkv, g, t, t))?, lengths, scale)?
+                }
+                Some(mask) => candle_nn::ops::softmax(
+                    &(att * scale)?
+                        .reshape((b, nkv, g, t, t))?
+                        .broadcast_add(mask)?,
+                    D::Minus1,
+                )?,
+            };
+            let att = att.reshape((b, nkv, g * t, t))?;
+            let y = att
+                .matmul(&v)?
+                .reshape((b, nh, t, d))?
+                .transpose(1, 2)?
+                .reshape((b * t, nh * d))?;
+            x = (x + layer.o.forward(&y, mode)?)?;
+            let h = rms_norm(&x, layer.post_norm.get(track_base), cfg.rms_norm_eps)?;
+            let (gate, up) = (layer.gate.forward(&h, mode)?, layer.up.forward(&h, mode)?);
+            let mlp = if fused {
+                crate::ops::swiglu(&gate, &up)?
+            } else {
+                (candle_nn::ops::silu(&gate)? * up)?
+            };
+            x = (x + layer.down.forward(&mlp, mode)?)?;
+        }
+        rms_norm(&x, self.norm.get(track_base), cfg.rms_norm_eps)
+    }
+
+    /// Full logits `[b, t, vocab]` (f32) of a right-padded batch through the training path, with
+    /// no gradient. Positions at or after a sequence's length hold meaningless values.
+    pub fn logits(&self, input_ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (b, t, ids) = self.check_batch(input_ids, lengths)?;
+        let mode = ForwardMode {
+            track: false,
+            adapters: true,
+        };
+        let hidden = self.hidden_train(&ids, b, t, lengths, mode)?;
+        Ok(self
+            .lm_logits(&hidden, mode)?
+            .to_dtype(DType::F32)?
+            .reshape((b, t, self.cfg.vocab_size))?)
+    }
+
+    /// Per-token log-probabilities of the batch's own tokens (and optionally entropies), through
+    /// the differentiable path. `input_ids` is `[b, t]` right-padded; `lengths[i]` is row i's real
+    /// length. Only the logits and their log-sum-exp are materialised at vocabulary width.
+    pub fn token_logprobs(
+        &self,
+        input_ids: &Tensor,
+        lengths: &[usize],
+        opts: TrainForward,
+    ) -> Result<TokenLogprobs> {
+        let (b, t, ids) = self.check_batch(input_ids, lengths)?;
+        let mode = ForwardMode {
+            track: opts.track,
+            adapters: opts.adapters,
+        };
+        let hidden = self.hidden_train(&ids, b, t, lengths, mode)?;
+        if t < 2 {
+            let z = Tensor::zeros((b, t), DType::F32, &self.device)?;
+            return Ok(TokenLogprobs {
+                logprobs: z.clone(),
+                entropy: opts.entropy.then_some(z),
+            });
+        }
+        // Rows 0..t-1 of each sequence predict tokens 1..t.
+        let hidden = hidden
+            .reshape((b, t, self.cfg.hidden_size))?
+            .narrow(1, 0, t - 1)?;
+        let hidden = hidden.reshape((b * (t - 1), self.cfg.hidden_size))?;
+        let work = self.work_dtype();
+        let logits = self.lm_logits(&hidden, mode)?.to_dtype(work)?;
+        let mut targets = Vec::with_capacity(b * (t - 1));
+        let mut valid = Vec::with_capacity(b * t);
+        for (bi, &len) in lengths.iter().enumerate() {
+            targets.extend_from_slice(&ids[bi * t + 1..(bi + 1) * t]);
+            valid.extend((0..t).map(|j| if j >= 1 && j < len { 1f32 } else { 0f32 }));
+        }
+        let valid = Tensor::from_vec(valid, (b, t), &self.device)?.to_dtype(work)?;
+        let shift = |x: Tensor| -> Result<Tensor> {
+            let x = x.reshape((b, t - 1))?;
+            let zero = Tensor::zeros((b, 1), work, &self.device)?;
+            Ok((Tensor::cat(&[&zero, &x], 1)? * &valid)?)
+        };
+        let (logprobs, entropy) = if crate::ops::supported(&logits) {
+            let lp = crate::ops::target_logprob(&logits, &targets)?;
+            let ent = if opts.entropy {
+                Some(crate::ops::entropy(&logits)?)
+            } else {
+                None
+            };
+            (lp, ent)
+        } else {
+            let targets = Tensor::from_vec(targets, (b * (t - 1), 1), &self.device)?;
+            let lse = logits.log_sum_exp(D::Minus1)?;
+            let picked = logits.gather(&targets, 1)?.squeeze(1)?;
+            let ent = if opts.entropy {
+                let p = candle_nn::ops::softmax(&logits, D::Minus1)?;
+                Some((&lse - (p * &logits)?.sum(D::Minus1)?)?)
+            } else {
+                None
+            };
+            ((picked - &lse)?, ent)
+        };
+        let logprobs = shift(logprobs)?;
+        let entropy = entropy.map(shift).transpose()?;
+        Ok(TokenLogprobs { logprobs, entropy })
+    }
+}
