@@ -81,10 +81,7 @@ pub(super) fn evaluate(r: &CaseReader) -> CaseResult<Map<String, Value>> {
                 c.str_or("vllm_importance_sampling_mode", "sequence_mask")?
                     .to_string(),
                 c.opt_f64("vllm_importance_sampling_clip_min")?,
-                match c.raw("vllm_importance_sampling_clip_max") {
-                    None if c.has("vllm_importance_sampling_clip_max") => None,
-                    _ => Some(c.f64_or("vllm_importance_sampling_clip_max", 3.0)?),
-                },
+                Some(c.f64_or("vllm_importance_sampling_clip_max", 3.0)?),
             ));
         }
         c.finish("grpo")?;

@@ -405,7 +405,7 @@ impl VerlActorArgs {
         };
         match self.loss_mode.as_str() {
             "vanilla" => {
-                if !(self.clip_ratio_c > 1.0) {
+                if self.clip_ratio_c.is_nan() || self.clip_ratio_c <= 1.0 {
                     return Err(MathError::InvalidInput(format!(
                         "clip_ratio_c must be > 1 (dual clip), got {}",
                         self.clip_ratio_c

@@ -55,7 +55,7 @@ fn host(t: &Tensor) -> Result<Vec<f64>> {
 
 /// Cov_t on the host, with the means over valid tokens divided by (N + `eps`).
 fn covariance(adv: &[f64], logp: &[f64], mask: &[f64], eps: f64) -> Vec<f64> {
-    let n: f64 = mask.iter().filter(|&&m| m != 0.0).map(|&m| m).sum();
+    let n: f64 = mask.iter().filter(|&&m| m != 0.0).copied().sum();
     let mean = |v: &[f64]| -> f64 {
         v.iter()
             .zip(mask)
@@ -93,7 +93,7 @@ pub fn clip_cov_keep(
     ppo_clipped: &Tensor,
     p: &CovParams,
 ) -> Result<Tensor> {
-    if !(p.clip_cov_ratio > 0.0) {
+    if p.clip_cov_ratio.is_nan() || p.clip_cov_ratio <= 0.0 {
         return Err(MathError::InvalidInput(format!(
             "clip_cov_ratio must be > 0, got {}",
             p.clip_cov_ratio
@@ -123,7 +123,7 @@ pub fn clip_cov_keep(
 
 /// KL-Cov's selection `[B × T]`: 1 on the top-k covariance tokens, else 0.
 pub fn kl_cov_select(adv: &Tensor, logp: &Tensor, mask: &Tensor, p: &CovParams) -> Result<Tensor> {
-    if !(p.kl_cov_ratio > 0.0) {
+    if p.kl_cov_ratio.is_nan() || p.kl_cov_ratio <= 0.0 {
         return Err(MathError::InvalidInput(format!(
             "kl_cov_ratio must be > 0, got {}",
             p.kl_cov_ratio

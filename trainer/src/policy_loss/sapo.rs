@@ -1,6 +1,7 @@
 //! SAPO ("Soft Adaptive Policy Optimization"): the hard clip replaced by a smooth gate,
 //! L = −f(r)·A with f(r) = σ(τ(r − 1))·4/τ, τ = τ_pos for A > 0 and τ_neg otherwise
-//! (f(1) = 2/τ… scaled so that f′(1) = 1, the on-policy gradient of r·A). TRL and verl agree.
+//! (f(1) = 2/τ and f′(1) = 1: on policy the gradient is that of r·A). TRL and verl agree, except
+//! that TRL holds τ in float32 (see [`super::TrlGrpoArgs::config`]).
 
 use candle_core::Tensor;
 
