@@ -8,7 +8,7 @@
 use candle_core::Tensor;
 
 use crate::aggregation::{aggregate, AggregationNorm, LossAggregation};
-use crate::masked::masked_mean;
+use crate::masked::{masked_mean, select};
 use crate::{MathError, Result};
 
 /// The value loss and its clip fraction.
@@ -22,6 +22,7 @@ pub struct ValueLoss {
 
 /// The clipped value loss for predictions `vpreds` against `returns`, clipped around `values`
 /// (all `[B × T]`) by `cliprange_value`, aggregated under `response_mask` with `mode` / `norm`.
+/// Positions outside the mask may hold anything: they get neither value nor gradient.
 pub fn value_loss(
     vpreds: &Tensor,
     returns: &Tensor,
@@ -49,18 +50,24 @@ pub fn value_loss(
             "cliprange_value must be ≥ 0, got {cliprange_value}"
         )));
     }
+    // Padded positions may hold anything (NaN included): zero them before any arithmetic so that
+    // neither the value nor the gradient (0 · NaN) sees them.
+    let mask = response_mask.to_dtype(vpreds.dtype())?;
+    let vpreds = &select(vpreds, &mask)?;
+    let returns = &select(returns, &mask)?;
+    let values = &select(values, &mask)?;
     let lo = (values - cliprange_value)?;
     let hi = (values + cliprange_value)?;
     let clipped = vpreds.minimum(&hi)?.maximum(&lo)?;
     let err_plain = (vpreds - returns)?.sqr()?;
     let err_clipped = (clipped - returns)?.sqr()?;
     let worst = err_plain.maximum(&err_clipped)?;
-    let loss = (aggregate(&worst, response_mask, mode, norm)? * 0.5)?;
+    let loss = (aggregate(&worst, &mask, mode, norm)? * 0.5)?;
     let clipped_more = err_clipped
         .gt(&err_plain)?
         .to_dtype(vpreds.dtype())?
         .detach();
-    let clipfrac = masked_mean(&clipped_more, response_mask)?.detach();
+    let clipfrac = masked_mean(&clipped_more, &mask)?.detach();
     Ok(ValueLoss { loss, clipfrac })
 }
 

@@ -46,3 +46,36 @@ pub(super) fn verl_norm(r: &CaseReader) -> CaseResult<AggregationNorm> {
         dp_size: positive("dp_size")?.unwrap_or(1.0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::cases::evaluate_case;
+
+    #[test]
+    fn agg_case_by_hand_and_its_errors() {
+        let ok = evaluate_case(&json!({
+            "id": "a", "kind": "agg_loss", "loss_agg_mode": "seq-mean-token-sum",
+            "loss_mat": [[1.0, 2.0], [3.0, 9.0]], "loss_mask": [[1, 1], [1, 0]],
+            "dp_size": 2, "global_batch_size": 4
+        }));
+        // (3 + 3) / 4 · 2 = 3; d/dL = 2/4 where the mask is 1
+        assert_eq!(ok["loss"], json!(3.0));
+        assert_eq!(ok["grad_loss_mat"], json!([[0.5, 0.5], [0.5, 0.0]]));
+        let bad = evaluate_case(&json!({
+            "id": "b", "kind": "agg_loss", "loss_agg_mode": "token_mean",
+            "loss_mat": [[1.0]], "loss_mask": [[1]]
+        }));
+        let e = bad["error"].as_str().unwrap();
+        assert!(
+            e.contains("token_mean") && e.contains("seq-mean-token-sum-norm"),
+            "{e}"
+        );
+        let bad = evaluate_case(&json!({
+            "id": "c", "kind": "agg_loss", "loss_agg_mode": "token-mean",
+            "loss_mat": [[1.0]], "loss_mask": [[1]], "batch_num_tokens": 0
+        }));
+        assert!(bad["error"].as_str().unwrap().contains("batch_num_tokens"));
+    }
+}

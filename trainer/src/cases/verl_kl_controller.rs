@@ -50,3 +50,38 @@ fn invalid(msg: String) -> CaseError {
         msg,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::cases::evaluate_case;
+
+    #[test]
+    fn controller_case_and_its_errors() {
+        let ok = evaluate_case(&json!({
+            "id": "a", "kind": "kl_controller", "type": "adaptive", "kl_coef": 0.1,
+            "target_kl": 0.5, "horizon": 100, "updates": [[1.0, 10], [0.45, 50]]
+        }));
+        let v: Vec<f64> = ok["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert!(
+            (v[0] - 0.102).abs() < 1e-15 && (v[1] - 0.0969).abs() < 1e-15,
+            "{v:?}"
+        );
+        let bad = evaluate_case(&json!({"id": "b", "kind": "kl_controller", "type": "pid"}));
+        assert!(bad["error"].as_str().unwrap().contains("adaptive"));
+        let bad = evaluate_case(&json!({
+            "id": "c", "kind": "kl_controller", "type": "fixed", "updates": [[0.1, 1.5]]
+        }));
+        assert!(bad["error"].as_str().unwrap().contains("n_steps"));
+        let bad = evaluate_case(&json!({
+            "id": "d", "kind": "kl_controller", "type": "fixed", "updates": [0.1, 2]
+        }));
+        assert!(bad["error"].as_str().unwrap().contains("updates"));
+    }
+}
