@@ -7,7 +7,7 @@
 
 use crate::task::TaskConfig;
 use oxrl_datasets::Example;
-use oxrl_verifiers::{BuildContext, Group, Registry, Verifier, WeightedVerifiers};
+use oxrl_verifiers::{Group, Registry, Verifier, WeightedVerifiers};
 
 /// The task's verifiers, ready to score.
 pub struct Reward {
@@ -37,11 +37,8 @@ pub struct Scored {
 impl Reward {
     /// Builds the task's verifiers; the error is the registry's message.
     pub fn build(task: &TaskConfig) -> Result<Self, String> {
-        if task.verifiers.is_empty() {
-            return Err("the task has no [[task.verifiers]]".into());
-        }
-        let verifiers = Registry::builtin()
-            .build_weighted(&task.verifier_specs(), &BuildContext::new(&task.base_dir))
+        let verifiers = task
+            .build_verifiers(&Registry::builtin())
             .map_err(|e| e.to_string())?;
         let correct_keys = verifiers
             .members()
@@ -59,7 +56,7 @@ impl Reward {
         let groups: Vec<Group> = groups
             .iter()
             .map(|(e, c)| Group {
-                example: e.to_verify_example(),
+                example: crate::task::verify_example(e),
                 completions: c.clone(),
             })
             .collect();
