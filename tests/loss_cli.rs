@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn golden(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("trainer/tests/golden").join(file)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("trainer/tests/golden")
+        .join(file)
 }
 
 fn run_loss(args: &[&str]) -> std::process::Output {
@@ -30,7 +32,10 @@ fn check_golden(file: &str) {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
-    assert!(out.status.success(), "oxrl loss --check {file} failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "oxrl loss --check {file} failed:\n{stderr}"
+    );
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
     let golden: serde_json::Value =
@@ -69,16 +74,28 @@ fn bad_cases_are_per_case_errors_and_bad_files_fail() {
     )
     .unwrap();
     let out = run_loss(&[cases.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = v["results"].as_array().unwrap();
     let err = |i: usize| r[i]["error"].as_str().unwrap_or("").to_string();
     assert!(err(0).contains("loss_mat"), "{}", err(0));
     assert!(err(1).contains("loss_mask"), "{}", err(1));
     assert!(err(2).contains("selects no element"), "{}", err(2));
-    assert!(err(3).contains("token_mean") && err(3).contains("seq-mean-token-sum"), "{}", err(3));
+    assert!(
+        err(3).contains("token_mean") && err(3).contains("seq-mean-token-sum"),
+        "{}",
+        err(3)
+    );
     assert!(err(4).contains("lose_scale"), "{}", err(4));
-    assert!(err(5).contains("ppo_magic") && err(5).contains("policy_loss"), "{}", err(5));
+    assert!(
+        err(5).contains("ppo_magic") && err(5).contains("policy_loss"),
+        "{}",
+        err(5)
+    );
     assert!(r[6].get("error").is_none(), "{}", r[6]);
     assert_eq!(r[6]["loss"].as_f64(), Some(2.0));
 

@@ -60,7 +60,10 @@ pub fn run(args: LossArgs) -> Result<()> {
     };
     let results = out["results"].as_array().cloned().unwrap_or_default();
     let errors = results.iter().filter(|r| r.get("error").is_some()).count();
-    eprintln!("oxrl loss: {} case(s), {errors} with an error", results.len());
+    eprintln!(
+        "oxrl loss: {} case(s), {errors} with an error",
+        results.len()
+    );
     if let Some(golden) = golden {
         let tol = compare::Tolerance {
             rel: args.rel_tol,

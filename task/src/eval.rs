@@ -116,12 +116,14 @@ impl<'a> Joiner<'a> {
         let example = if let (Some(id), true) = (&id, only_id) {
             match self.lookup(id) {
                 Ok(Some(e)) => e,
-                Ok(None) => return Err(bad(
-                    Some(id.clone()),
-                    format!(
+                Ok(None) => {
+                    return Err(bad(
+                        Some(id.clone()),
+                        format!(
                         "id `{id}` is not in the task's dataset and the row has no example fields"
                     ),
-                )),
+                    ))
+                }
                 Err(e) => {
                     return Err(bad(
                         Some(id.clone()),

@@ -212,7 +212,9 @@ mod tests {
         for name in LossAggregation::NAMES {
             assert_eq!(LossAggregation::from_name(name).unwrap().name(), name);
         }
-        let err = LossAggregation::from_name("token_mean").unwrap_err().to_string();
+        let err = LossAggregation::from_name("token_mean")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("token_mean") && err.contains("seq-mean-token-sum-norm-trl"));
         assert_eq!(
             LossAggregation::from_trl_loss_type("dr_grpo").unwrap(),

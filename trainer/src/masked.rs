@@ -95,7 +95,10 @@ mod tests {
         let mean = masked_mean(&v, &m).unwrap().to_scalar::<f64>().unwrap();
         assert!((mean - 3.0).abs() < 1e-8);
         // unbiased variance of {1, 3, 5} is 4
-        let var = masked_var(&v, &m, true).unwrap().to_scalar::<f64>().unwrap();
+        let var = masked_var(&v, &m, true)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!((var - 4.0).abs() < 1e-6, "{var}");
         let rows = masked_row_sum(&v, &m).unwrap().to_vec1::<f64>().unwrap();
         assert_eq!(rows, vec![1.0, 8.0]);

@@ -13,7 +13,11 @@ fn check(file: &str) {
     let results = out["results"].as_array().expect("results").clone();
     let report = compare::compare_document(&doc, &results, compare::Tolerance::default());
     eprintln!("{file}:\n{}", report.render(15));
-    assert!(report.all_passed(), "{} case(s) of {file} differ", report.failures.len());
+    assert!(
+        report.all_passed(),
+        "{} case(s) of {file} differ",
+        report.failures.len()
+    );
 }
 
 #[test]

@@ -55,7 +55,9 @@ pub fn compare_result(
     if let Some(e) = got.get("error") {
         return Err(format!("evaluation failed: {e}"));
     }
-    let want_obj = want.as_object().ok_or("reference result is not an object")?;
+    let want_obj = want
+        .as_object()
+        .ok_or("reference result is not an object")?;
     let mask = if case.get("kind").and_then(Value::as_str) == Some("adv") {
         case.get("response_mask")
     } else {
@@ -99,7 +101,10 @@ fn compare_value(
             if (g - w).abs() <= tol.rel * w.abs() + tol.abs {
                 Ok(())
             } else {
-                Err(format!("`{path}`: got {g}, want {w} (|Δ| = {:.3e})", (g - w).abs()))
+                Err(format!(
+                    "`{path}`: got {g}, want {w} (|Δ| = {:.3e})",
+                    (g - w).abs()
+                ))
             }
         }
         (Value::Array(g), Value::Array(w)) => {
@@ -152,7 +157,10 @@ impl Report {
             s.push_str(&format!("FAIL {id}: {why}\n"));
         }
         if self.failures.len() > max_failures {
-            s.push_str(&format!("… and {} more\n", self.failures.len() - max_failures));
+            s.push_str(&format!(
+                "… and {} more\n",
+                self.failures.len() - max_failures
+            ));
         }
         s
     }

@@ -183,7 +183,10 @@ mod tests {
         let doc = serde_json::json!({"cases": [{"id": "x", "kind": "nope"}, 3]});
         let out = evaluate_document(&doc).unwrap();
         let res = out["results"].as_array().unwrap();
-        assert!(res[0]["error"].as_str().unwrap().contains("grpo_advantages"));
+        assert!(res[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("grpo_advantages"));
         assert!(res[1]["error"].is_string());
     }
 }

@@ -135,7 +135,9 @@ impl<'a> CaseReader<'a> {
                 Some(x) => Ok(Some(x as usize)),
                 None => match v.as_f64() {
                     Some(x) if x >= 0.0 && x.fract() == 0.0 => Ok(Some(x as usize)),
-                    _ => Err(self.invalid(key, format!("expected a non-negative integer, got {v}"))),
+                    _ => {
+                        Err(self.invalid(key, format!("expected a non-negative integer, got {v}")))
+                    }
                 },
             },
         }
@@ -231,10 +233,7 @@ impl<'a> CaseReader<'a> {
     /// Errors unless `t` has exactly `dims`.
     pub fn check_shape(&self, key: &str, t: &Tensor, dims: &[usize]) -> CaseResult<()> {
         if t.dims() != dims {
-            return Err(self.invalid(
-                key,
-                format!("expected shape {dims:?}, got {:?}", t.dims()),
-            ));
+            return Err(self.invalid(key, format!("expected shape {dims:?}, got {:?}", t.dims())));
         }
         Ok(())
     }
@@ -279,7 +278,12 @@ impl<'a> CaseReader<'a> {
         if unknown.is_empty() {
             return Ok(());
         }
-        let accepted: Vec<String> = self.declared.borrow().iter().map(|k| self.path(k)).collect();
+        let accepted: Vec<String> = self
+            .declared
+            .borrow()
+            .iter()
+            .map(|k| self.path(k))
+            .collect();
         Err(CaseError::Unknown {
             kind: kind.to_string(),
             fields: unknown.join(", "),
@@ -288,7 +292,12 @@ impl<'a> CaseReader<'a> {
     }
 }
 
-fn flatten(v: &Value, depth: usize, shape: &mut Vec<usize>, out: &mut Vec<f64>) -> Result<(), String> {
+fn flatten(
+    v: &Value,
+    depth: usize,
+    shape: &mut Vec<usize>,
+    out: &mut Vec<f64>,
+) -> Result<(), String> {
     match v {
         Value::Array(items) => {
             if shape.len() == depth {
