@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
 }
 
 fn train(config: &Path, sets: &[String], extra: &[&str]) -> Output {
@@ -63,16 +65,28 @@ fn sft_lowers_the_loss_and_writes_a_loadable_checkpoint() {
     assert!(stdout.contains("trained steps 1..30"), "{stdout}");
     let recs = records(d.path());
     assert_eq!(recs.first().unwrap()["step"], 0, "eval before training");
-    let steps: Vec<_> = recs.iter().filter(|r| r["step"].as_u64() > Some(0)).collect();
+    let steps: Vec<_> = recs
+        .iter()
+        .filter(|r| r["step"].as_u64() > Some(0))
+        .collect();
     assert_eq!(steps.len(), 30);
     let first: f64 = steps[..5].iter().map(|r| f(r, "loss")).sum::<f64>() / 5.0;
     let last: f64 = steps[25..].iter().map(|r| f(r, "loss")).sum::<f64>() / 5.0;
     eprintln!("SFT loss {first:.3} -> {last:.3}");
     assert!(last < 0.6 * first, "SFT loss {first} -> {last}");
-    let (before, after) = (f(&recs[0], "eval_loss"), f(recs.last().unwrap(), "eval_loss"));
+    let (before, after) = (
+        f(&recs[0], "eval_loss"),
+        f(recs.last().unwrap(), "eval_loss"),
+    );
     assert!(after < before, "held-out loss {before} -> {after}");
     let ckpt = d.path().join("checkpoints/step-000030");
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "trainer_state.json", "optimizer.safetensors"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "trainer_state.json",
+        "optimizer.safetensors",
+    ] {
         assert!(ckpt.join(file).is_file(), "{file} missing");
     }
     // The checkpoint is a model the other commands load as is.
@@ -82,7 +96,11 @@ fn sft_lowers_the_loss_and_writes_a_loadable_checkpoint() {
         .args(["--max-tokens", "2", "--prompt", "2 + 2 ="])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn strip_times(r: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
@@ -96,7 +114,12 @@ fn strip_times(r: &serde_json::Map<String, Value>) -> serde_json::Map<String, Va
 fn grpo_syncs_every_step_checkpoints_and_resumes_exactly() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let common = ["algorithm.steps=3".to_string(), "checkpoint.every=1".into(), "checkpoint.keep=0".into(), "eval.at_end=false".into()];
+    let common = [
+        "algorithm.steps=3".to_string(),
+        "checkpoint.every=1".into(),
+        "checkpoint.keep=0".into(),
+        "eval.at_end=false".into(),
+    ];
     let mut sets = vec![out_dir(a.path())];
     sets.extend(common.iter().cloned());
     ok(&train(&example("grpo.toml"), &sets, &[]));
@@ -104,17 +127,37 @@ fn grpo_syncs_every_step_checkpoints_and_resumes_exactly() {
     assert_eq!(full.len(), 3);
     for (i, r) in full.iter().enumerate() {
         assert_eq!(r["step"], i as u64 + 1);
-        assert_eq!(r["policy_version"], i as u64 + 1, "every step's weights reach the engine");
+        assert_eq!(
+            r["policy_version"],
+            i as u64 + 1,
+            "every step's weights reach the engine"
+        );
         let diff = f(r, "onpolicy_max_abs_logprob_diff");
-        assert!(diff <= 1e-5, "engine vs trainer logprobs differ by {diff} at step {}", i + 1);
+        assert!(
+            diff <= 1e-5,
+            "engine vs trainer logprobs differ by {diff} at step {}",
+            i + 1
+        );
         assert!(f(r, "onpolicy_max_abs_ratio_dev") <= 1e-5);
-        for k in ["reward", "accuracy", "kl", "entropy", "clip_fraction", "grad_norm", "tokens_per_s", "rollout_s", "train_s"] {
+        for k in [
+            "reward",
+            "accuracy",
+            "kl",
+            "entropy",
+            "clip_fraction",
+            "grad_norm",
+            "tokens_per_s",
+            "rollout_s",
+            "train_s",
+        ] {
             assert!(r.get(k).and_then(Value::as_f64).is_some(), "`{k}` in {r:?}");
         }
     }
     for s in 1..=3 {
         let c = a.path().join(format!("checkpoints/step-{s:06}"));
-        assert!(c.join("trainer_state.json").is_file() && c.join("optimizer.safetensors").is_file());
+        assert!(
+            c.join("trainer_state.json").is_file() && c.join("optimizer.safetensors").is_file()
+        );
     }
 
     // The same run stopped after step 2, then resumed from its latest checkpoint.
@@ -123,7 +166,11 @@ fn grpo_syncs_every_step_checkpoints_and_resumes_exactly() {
     sets.push("algorithm.steps=2".into());
     ok(&train(&example("grpo.toml"), &sets, &[]));
     sets.pop();
-    let stdout = ok(&train(&example("grpo.toml"), &sets, &["--resume", "latest"]));
+    let stdout = ok(&train(
+        &example("grpo.toml"),
+        &sets,
+        &["--resume", "latest"],
+    ));
     assert!(stdout.contains("trained steps 3..3"), "{stdout}");
     let resumed = records(b.path());
     assert_eq!(resumed.len(), 3);
@@ -131,7 +178,10 @@ fn grpo_syncs_every_step_checkpoints_and_resumes_exactly() {
         assert_eq!(strip_times(x), strip_times(y));
     }
     let w = |d: &Path| std::fs::read(d.join("checkpoints/step-000003/model.safetensors")).unwrap();
-    assert!(w(a.path()) == w(b.path()), "final weights differ after resume");
+    assert!(
+        w(a.path()) == w(b.path()),
+        "final weights differ after resume"
+    );
 }
 
 #[test]
@@ -141,7 +191,13 @@ fn bad_configs_fail_before_any_work_naming_the_key() {
         (&["algorithm.stepz=3"], "algorithm.stepz"),
         (&["rollout.n=\"four\""], "rollout.n"),
         (&["rollout.n=1"], "rollout.n"),
-        (&["task.dataset.source=nope.jsonl", "task.dataset.synthetic={}"], "task.dataset.source"),
+        (
+            &[
+                "task.dataset.source=nope.jsonl",
+                "task.dataset.synthetic={}",
+            ],
+            "task.dataset.source",
+        ),
         (&["task.verifiers=[{name = \"no-such\"}]"], "task.verifiers"),
         (&["optim.schedule.kind=wobbly"], "optim.schedule.kind"),
     ];

@@ -35,7 +35,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         progress: a.quiet.then_some(false),
     };
     let s = train(&loaded, &opts).with_context(|| format!("training {}", a.config.display()))?;
-    let first = s.records.iter().find(|r| r.get("step").and_then(|v| v.as_u64()) > Some(0));
+    let first = s
+        .records
+        .iter()
+        .find(|r| r.get("step").and_then(|v| v.as_u64()) > Some(0));
     let last = s.records.last();
     let show = |key: &str| -> Option<String> {
         let f = first?.get(key)?.as_f64()?;
@@ -50,7 +53,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         "trained steps {}..{} ({})",
         s.resumed_from + 1,
         s.last_step,
-        if moved.is_empty() { "no metrics".to_string() } else { moved.join(", ") }
+        if moved.is_empty() {
+            "no metrics".to_string()
+        } else {
+            moved.join(", ")
+        }
     );
     println!("metrics: {}", s.metrics_path.display());
     if let Some(c) = &s.checkpoint {

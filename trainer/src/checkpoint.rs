@@ -202,7 +202,10 @@ pub fn load_state(dir: &Path) -> TrainResult<TrainerState> {
     if state.format != STATE_FORMAT {
         return Err(TrainError::checkpoint(
             dir,
-            format!("state format {} (this oxrl reads {STATE_FORMAT})", state.format),
+            format!(
+                "state format {} (this oxrl reads {STATE_FORMAT})",
+                state.format
+            ),
         ));
     }
     Ok(state)
@@ -211,7 +214,11 @@ pub fn load_state(dir: &Path) -> TrainResult<TrainerState> {
 /// Sets every trainable tensor of `model` from the checkpoint (`trainable.safetensors` for LoRA,
 /// `model.safetensors` otherwise). Every trainable name must be present with its shape.
 pub fn restore_trainable(dir: &Path, model: &Transformer, lora: bool) -> TrainResult<()> {
-    let file = dir.join(if lora { TRAINABLE_FILE } else { "model.safetensors" });
+    let file = dir.join(if lora {
+        TRAINABLE_FILE
+    } else {
+        "model.safetensors"
+    });
     let map = oxrl_models::weights::load_file(&file, model.dtype(), model.device())?;
     for (name, var) in model.trainable_vars() {
         let t = map.get(&name).ok_or_else(|| {
@@ -220,7 +227,11 @@ pub fn restore_trainable(dir: &Path, model: &Transformer, lora: bool) -> TrainRe
         if t.dims() != var.dims() {
             return Err(TrainError::checkpoint(
                 dir,
-                format!("`{name}` has shape {:?}, the model {:?}", t.dims(), var.dims()),
+                format!(
+                    "`{name}` has shape {:?}, the model {:?}",
+                    t.dims(),
+                    var.dims()
+                ),
             ));
         }
         var.set(t)?;
@@ -297,10 +308,20 @@ mod tests {
         let none: ExtraWriter<'_> = &|_: &Path| Ok(());
         let dir = save(root.path(), &model, &tok, &state(1), "", none).unwrap();
         let (name, var) = model.trainable_vars().remove(0);
-        let before = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let before = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         var.set(&var.as_tensor().zeros_like().unwrap()).unwrap();
         restore_trainable(&dir, &model, false).unwrap();
-        let after = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let after = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(before, after, "{name}");
         for s in 2..=4 {
             save(root.path(), &model, &tok, &state(s), "", none).unwrap();

@@ -60,7 +60,10 @@ fn mean(acc: (f64, usize)) -> serde_json::Value {
 /// Largest |log π_θ − log π_rollout| and |π_θ/π_rollout − 1| over the mask.
 fn onpolicy_deviation(logp: &Tensor, old: &Tensor, mask: &Tensor) -> TrainResult<(f64, f64)> {
     let f = |t: &Tensor| -> TrainResult<Vec<f32>> {
-        Ok(t.detach().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(t.detach()
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     };
     let (lp, old, m) = (f(logp)?, f(old)?, f(mask)?);
     let mut max_diff = 0f64;
@@ -265,7 +268,10 @@ pub fn step(
     state.policy_version = new_version;
 
     let reward_mean = rewards.iter().sum::<f64>() / total as f64;
-    let reward_std = (rewards.iter().map(|r| (r - reward_mean).powi(2)).sum::<f64>()
+    let reward_std = (rewards
+        .iter()
+        .map(|r| (r - reward_mean).powi(2))
+        .sum::<f64>()
         / total as f64)
         .sqrt();
     let (lp_diff, ratio_dev) = onpolicy.unwrap_or((f64::NAN, f64::NAN));
@@ -281,7 +287,10 @@ pub fn step(
     r.insert("approx_kl".into(), mean(sums.approx_kl));
     r.insert("entropy".into(), mean(sums.entropy));
     r.insert("clip_fraction".into(), mean(sums.clip));
-    r.insert("grad_norm".into(), num(sums.grad_norm / sums.n.max(1) as f64));
+    r.insert(
+        "grad_norm".into(),
+        num(sums.grad_norm / sums.n.max(1) as f64),
+    );
     r.insert("lr".into(), num(sums.lr));
     r.insert("optimizer_steps".into(), sums.n.into());
     r.insert("skipped_steps".into(), sums.skipped.into());
@@ -291,8 +300,14 @@ pub fn step(
     r.insert("verifier_errors".into(), verifier_errors.into());
     r.insert("completions".into(), total.into());
     r.insert("rollout_tokens".into(), generated.into());
-    r.insert("tokens_per_s".into(), num(generated as f64 / rollout_s.max(1e-9)));
-    r.insert("train_tokens_per_s".into(), num(train_tokens as f64 / train_s.max(1e-9)));
+    r.insert(
+        "tokens_per_s".into(),
+        num(generated as f64 / rollout_s.max(1e-9)),
+    );
+    r.insert(
+        "train_tokens_per_s".into(),
+        num(train_tokens as f64 / train_s.max(1e-9)),
+    );
     r.insert("rollout_s".into(), num(rollout_s));
     r.insert("verify_s".into(), num(verify_s));
     r.insert("train_s".into(), num(train_s));

@@ -25,7 +25,9 @@ pub fn prompt_ids(tok: &Tokenizer, prompt: &Prompt) -> TrainResult<Vec<u32>> {
         }
     };
     if ids.is_empty() {
-        return Err(TrainError::Invariant("a prompt encodes to no tokens".into()));
+        return Err(TrainError::Invariant(
+            "a prompt encodes to no tokens".into(),
+        ));
     }
     Ok(ids)
 }

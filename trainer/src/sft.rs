@@ -28,9 +28,8 @@ pub fn encode_example(
     target: SftTarget,
     max_len: usize,
 ) -> TrainResult<Sequence> {
-    let text = target_text(e, target).ok_or_else(|| {
-        TrainError::Invariant(format!("example `{}` has no SFT target", e.id))
-    })?;
+    let text = target_text(e, target)
+        .ok_or_else(|| TrainError::Invariant(format!("example `{}` has no SFT target", e.id)))?;
     let (mut ids, mut mask) = match &e.prompt {
         Prompt::Messages(m) => {
             let mut msgs = chat_messages(m);
@@ -86,7 +85,12 @@ pub fn sft_loss(
         },
     )?;
     let nll = out.logprobs.neg()?;
-    Ok(aggregate(&nll, &batch.mask, mode, &AggregationNorm::default())?)
+    Ok(aggregate(
+        &nll,
+        &batch.mask,
+        mode,
+        &AggregationNorm::default(),
+    )?)
 }
 
 /// Runs SFT step `state.step + 1` (one optimizer step on `algorithm.batch_size` examples),
@@ -129,7 +133,10 @@ pub fn step(
     r.insert("lr".into(), num(info.lr));
     r.insert("skipped_steps".into(), usize::from(info.skipped).into());
     r.insert("target_tokens".into(), batch.target_tokens.into());
-    r.insert("tokens_per_s".into(), num(batch.total_tokens as f64 / train_s.max(1e-9)));
+    r.insert(
+        "tokens_per_s".into(),
+        num(batch.total_tokens as f64 / train_s.max(1e-9)),
+    );
     r.insert("train_s".into(), num(train_s));
     Ok(r)
 }

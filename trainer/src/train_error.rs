@@ -57,7 +57,11 @@ pub enum TrainError {
 
 impl TrainError {
     /// A configuration error at `key`.
-    pub fn config(origin: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn config(
+        origin: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         TrainError::Config {
             origin: origin.into(),
             key: key.into(),

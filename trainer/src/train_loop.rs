@@ -108,8 +108,9 @@ fn total_optimizer_steps(cfg: &TrainConfig) -> u64 {
 /// Resolves `--resume` against the run's checkpoint folder.
 fn resume_dir(arg: &Path, root: &Path) -> TrainResult<PathBuf> {
     if arg == Path::new("latest") {
-        return checkpoint::latest(root)
-            .ok_or_else(|| TrainError::checkpoint(root, "no checkpoint to resume (`latest` is missing)"));
+        return checkpoint::latest(root).ok_or_else(|| {
+            TrainError::checkpoint(root, "no checkpoint to resume (`latest` is missing)")
+        });
     }
     Ok(arg.to_path_buf())
 }
@@ -135,7 +136,7 @@ impl Run<'_> {
 
     fn eval_due(&self, step: u64) -> bool {
         let e = &self.cfg.eval;
-        (e.every > 0 && step % e.every as u64 == 0)
+        (e.every > 0 && step.is_multiple_of(e.every as u64))
             || (e.at_end && step == self.cfg.algorithm.steps as u64)
     }
 
@@ -257,7 +258,11 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         optimizer.load(dir.join(checkpoint::OPTIMIZER_FILE))?;
         state = st.clone();
     }
-    let schedule = LrSchedule::new(&cfg.optim.schedule, cfg.optim.lr, total_optimizer_steps(cfg))?;
+    let schedule = LrSchedule::new(
+        &cfg.optim.schedule,
+        cfg.optim.lr,
+        total_optimizer_steps(cfg),
+    )?;
     let policy = Policy {
         model,
         tokenizer,
@@ -312,7 +317,10 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         rec.insert("step".into(), 0u64.into());
         run.evaluate(&mut rec)?;
         metrics.write(&rec)?;
-        progress.println(&format!("eval before training: {}", serde_json::Value::Object(rec.clone())));
+        progress.println(&format!(
+            "eval before training: {}",
+            serde_json::Value::Object(rec.clone())
+        ));
         records.push(rec);
     }
     let result = (|| -> TrainResult<()> {
@@ -321,9 +329,18 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
                 AlgorithmName::Sft => sft::step(&mut run.policy, &run.task, cfg, &mut run.state)?,
                 AlgorithmName::Grpo => {
                     let (Some(engine), Some(reward)) = (&run.engine, &run.reward) else {
-                        return Err(TrainError::Invariant("GRPO without engine or verifiers".into()));
+                        return Err(TrainError::Invariant(
+                            "GRPO without engine or verifiers".into(),
+                        ));
                     };
-                    grpo::step(&mut run.policy, engine, &run.task, reward, cfg, &mut run.state)?
+                    grpo::step(
+                        &mut run.policy,
+                        engine,
+                        &run.task,
+                        reward,
+                        cfg,
+                        &mut run.state,
+                    )?
                 }
             };
             let step = run.state.step;
@@ -334,7 +351,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
             progress.step(&rec);
             records.push(rec);
             let every = cfg.checkpoint.every as u64;
-            let periodic = every > 0 && step % every == 0;
+            let periodic = every > 0 && step.is_multiple_of(every);
             if periodic || (cfg.checkpoint.at_end && step == total) {
                 last_ckpt = Some(run.save_checkpoint()?);
             }

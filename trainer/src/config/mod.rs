@@ -536,9 +536,16 @@ pub struct LoadedConfig {
 }
 
 /// Turns a serde error with its path into a [`TrainError::Config`].
-fn path_error<E: std::fmt::Display>(origin: &str, err: serde_path_to_error::Error<E>) -> TrainError {
+fn path_error<E: std::fmt::Display>(
+    origin: &str,
+    err: serde_path_to_error::Error<E>,
+) -> TrainError {
     let key = err.path().to_string();
-    let key = if key == "." { "(top level)".to_string() } else { key };
+    let key = if key == "." {
+        "(top level)".to_string()
+    } else {
+        key
+    };
     TrainError::config(origin, key, err.inner().to_string())
 }
 
@@ -546,7 +553,11 @@ impl TrainConfig {
     /// Parses TOML text with overrides applied; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[Override]) -> TrainResult<Self> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-            TrainError::config(origin, "(syntax)", e.to_string().trim_end().replace('\n', " "))
+            TrainError::config(
+                origin,
+                "(syntax)",
+                e.to_string().trim_end().replace('\n', " "),
+            )
         })?;
         for o in overrides {
             o.apply(&mut table)?;

@@ -39,9 +39,9 @@ impl Override {
     /// is a value rather than a table.
     pub fn apply(&self, root: &mut Table) -> TrainResult<()> {
         let parts: Vec<&str> = self.key.split('.').collect();
-        let (last, path) = parts.split_last().ok_or_else(|| {
-            TrainError::config("--set", &self.key, "empty key")
-        })?;
+        let (last, path) = parts
+            .split_last()
+            .ok_or_else(|| TrainError::config("--set", &self.key, "empty key"))?;
         let mut table = root;
         for (i, part) in path.iter().enumerate() {
             let entry = table
@@ -70,9 +70,15 @@ mod tests {
     #[test]
     fn values_parse_as_toml_or_fall_back_to_strings() {
         let o = Override::parse("algorithm.steps=3").unwrap();
-        assert_eq!((o.key.as_str(), &o.value), ("algorithm.steps", &Value::Integer(3)));
+        assert_eq!(
+            (o.key.as_str(), &o.value),
+            ("algorithm.steps", &Value::Integer(3))
+        );
         assert_eq!(Override::parse("a=0.5").unwrap().value, Value::Float(0.5));
-        assert_eq!(Override::parse("a=true").unwrap().value, Value::Boolean(true));
+        assert_eq!(
+            Override::parse("a=true").unwrap().value,
+            Value::Boolean(true)
+        );
         assert_eq!(
             Override::parse("model.path=/tmp/x y").unwrap().value,
             Value::String("/tmp/x y".into())
@@ -88,11 +94,20 @@ mod tests {
     #[test]
     fn apply_creates_tables_and_refuses_to_descend_into_values() {
         let mut t: Table = toml::from_str("seed = 1\n[optim]\nlr = 0.1\n").unwrap();
-        Override::parse("optim.lr=0.5").unwrap().apply(&mut t).unwrap();
-        Override::parse("kl.coef=0.2").unwrap().apply(&mut t).unwrap();
+        Override::parse("optim.lr=0.5")
+            .unwrap()
+            .apply(&mut t)
+            .unwrap();
+        Override::parse("kl.coef=0.2")
+            .unwrap()
+            .apply(&mut t)
+            .unwrap();
         assert_eq!(t["optim"]["lr"], Value::Float(0.5));
         assert_eq!(t["kl"]["coef"], Value::Float(0.2));
-        let err = Override::parse("seed.x=1").unwrap().apply(&mut t).unwrap_err();
+        let err = Override::parse("seed.x=1")
+            .unwrap()
+            .apply(&mut t)
+            .unwrap_err();
         assert!(err.to_string().contains("`seed`"), "{err}");
     }
 }

@@ -78,7 +78,15 @@ fn unknown_keys_and_wrong_types_name_the_key() {
 
 #[test]
 fn overrides_change_values() {
-    let c = parse(GRPO, &["algorithm.steps=5", "optim.lr=0.5", "rollout.stop=[\"\\n\"]"]).unwrap();
+    let c = parse(
+        GRPO,
+        &[
+            "algorithm.steps=5",
+            "optim.lr=0.5",
+            "rollout.stop=[\"\\n\"]",
+        ],
+    )
+    .unwrap();
     assert_eq!(c.algorithm.steps, 5);
     assert_eq!(c.optim.lr, 0.5);
     assert_eq!(c.rollout.stop, ["\n"]);
@@ -100,7 +108,13 @@ fn validation_names_the_key_before_any_work() {
     let no_task: String = GRPO
         .split("[algorithm]")
         .enumerate()
-        .map(|(i, s)| if i == 0 { s.split("[task]").next().unwrap().to_string() } else { format!("[algorithm]{s}") })
+        .map(|(i, s)| {
+            if i == 0 {
+                s.split("[task]").next().unwrap().to_string()
+            } else {
+                format!("[algorithm]{s}")
+            }
+        })
         .collect();
     let (key, _) = err_of(load(&no_task, &[]));
     assert_eq!(key, "task");
@@ -108,13 +122,25 @@ fn validation_names_the_key_before_any_work() {
 
 #[test]
 fn task_problems_name_the_key() {
-    let c = load(GRPO, &["task.dataset.source=missing.jsonl", "task.dataset.synthetic={}"])
-        .unwrap();
+    let c = load(
+        GRPO,
+        &[
+            "task.dataset.source=missing.jsonl",
+            "task.dataset.synthetic={}",
+        ],
+    )
+    .unwrap();
     let (key, msg) = err_of(validate::prepare_task(&c.config, &c.task, "t.toml"));
     assert_eq!(key, "task.dataset.source");
     assert!(msg.contains("missing.jsonl"), "{msg}");
-    let c = load(&GRPO.replace("name = \"arith\"\n[algorithm]", "name = \"no-such-verifier\"\n[algorithm]"), &[])
-        .unwrap();
+    let c = load(
+        &GRPO.replace(
+            "name = \"arith\"\n[algorithm]",
+            "name = \"no-such-verifier\"\n[algorithm]",
+        ),
+        &[],
+    )
+    .unwrap();
     let (key, msg) = err_of(validate::prepare_task(&c.config, &c.task, "t.toml"));
     assert_eq!(key, "task.verifiers");
     assert!(msg.contains("no-such-verifier"), "{msg}");

@@ -27,15 +27,18 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
         (None, Some(_)) => {
             let t = &c.model.tiny;
             if t.vocab_size < 300 {
-                return err("model.tiny.vocab_size", format!("must be >= 300, got {}", t.vocab_size));
+                return err(
+                    "model.tiny.vocab_size",
+                    format!("must be >= 300, got {}", t.vocab_size),
+                );
             }
-            if t.num_heads == 0 || t.num_kv_heads == 0 || t.num_heads % t.num_kv_heads != 0 {
+            if t.num_heads == 0 || t.num_kv_heads == 0 || !t.num_heads.is_multiple_of(t.num_kv_heads) {
                 return err(
                     "model.tiny.num_kv_heads",
                     "num_heads must be a positive multiple of num_kv_heads".into(),
                 );
             }
-            if t.hidden_size == 0 || t.hidden_size % t.num_heads != 0 {
+            if t.hidden_size == 0 || !t.hidden_size.is_multiple_of(t.num_heads) {
                 return err(
                     "model.tiny.hidden_size",
                     "must be a positive multiple of num_heads".into(),
@@ -101,7 +104,10 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
         }
         let p = &a.policy_loss;
         if !(p.clip_low >= 0.0 && p.clip_high >= 0.0) {
-            return err("algorithm.policy_loss.clip_low", "clip ranges must be >= 0".into());
+            return err(
+                "algorithm.policy_loss.clip_low",
+                "clip ranges must be >= 0".into(),
+            );
         }
         if p.kl.is_some() {
             return err(
@@ -110,10 +116,16 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
             );
         }
         if !p.entropy_coef.is_finite() {
-            return err("algorithm.policy_loss.entropy_coef", "must be a finite number".into());
+            return err(
+                "algorithm.policy_loss.entropy_coef",
+                "must be a finite number".into(),
+            );
         }
         if task.verifiers.is_empty() {
-            return err("task.verifiers", "GRPO needs at least one [[task.verifiers]]".into());
+            return err(
+                "task.verifiers",
+                "GRPO needs at least one [[task.verifiers]]".into(),
+            );
         }
     }
     let params = sampling_params(c, r.n, None);
@@ -122,7 +134,10 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
     }
     let o = &c.optim;
     if !(o.lr.is_finite() && o.lr > 0.0) {
-        return err("optim.lr", format!("must be a positive number, got {}", o.lr));
+        return err(
+            "optim.lr",
+            format!("must be a positive number, got {}", o.lr),
+        );
     }
     if let Err(e) = o.adamw().validate() {
         return err("optim", e.to_string());
@@ -132,7 +147,10 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
     }
     if let Some(g) = o.max_grad_norm {
         if !(g.is_finite() && g > 0.0) {
-            return err("optim.max_grad_norm", format!("must be a positive number, got {g}"));
+            return err(
+                "optim.max_grad_norm",
+                format!("must be a positive number, got {g}"),
+            );
         }
     }
     if !(c.kl.coef.is_finite() && c.kl.coef >= 0.0) {
@@ -193,10 +211,7 @@ pub fn prepare_task(
     let wants_reward = c.algorithm.name == AlgorithmName::Grpo
         || (c.eval.accuracy && (c.eval.every > 0 || c.eval.at_start || c.eval.at_end));
     let reward = if wants_reward && !task.verifiers.is_empty() {
-        Some(
-            Reward::build(task)
-                .map_err(|e| TrainError::config(origin, "task.verifiers", e))?,
-        )
+        Some(Reward::build(task).map_err(|e| TrainError::config(origin, "task.verifiers", e))?)
     } else {
         None
     };
