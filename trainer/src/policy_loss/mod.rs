@@ -479,4 +479,38 @@ mod tests {
         assert!(err.to_string().contains("clipped"), "{err}");
         assert!(serde_json::from_str::<PolicyLossConfig>(r#"{"epsilon_hi": 1}"#).is_err());
     }
+
+    #[test]
+    fn rollout_weights_and_entropy_bonus_by_hand() {
+        // REINFORCE, token-mean over 2 tokens: L = −Σ w·A·logp / 2 − 0.1·mean(H).
+        let d = &Device::Cpu;
+        let lp = Var::new(&[[-1.0f64, -2.0]], d).unwrap();
+        let old = Tensor::new(&[[-1.0f64, -2.0]], d).unwrap();
+        let roll = Tensor::new(&[[-2.0f64, -2.5]], d).unwrap();
+        let adv = Tensor::new(&[1.0f64], d).unwrap();
+        let mask = Tensor::new(&[[1.0f64, 1.0]], d).unwrap();
+        let h = Tensor::new(&[[0.5f64, 1.5]], d).unwrap();
+        let cfg = PolicyLossConfig {
+            mode: PolicyLossMode::Reinforce,
+            rollout_correction: Some(
+                RolloutCorrection::from_trl("token_truncate", None, Some(2.0)).unwrap(),
+            ),
+            entropy_coef: 0.1,
+            ..PolicyLossConfig::default()
+        };
+        let extras = PolicyLossExtras {
+            rollout_logp: Some(&roll),
+            entropies: Some(&h),
+            ..Default::default()
+        };
+        let out = policy_loss(lp.as_tensor(), Some(&old), &adv, &mask, &cfg, &extras).unwrap();
+        // weights: min(e^1, 2) = 2, e^0.5
+        let w1 = 0.5f64.exp();
+        let want = -(2.0 * -1.0 + w1 * -2.0) / 2.0 - 0.1 * 1.0;
+        assert!((out.loss.to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
+        let g = out.loss.backward().unwrap();
+        let g = g.get(lp.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
+        assert!((g[0][0] + 1.0).abs() < 1e-12 && (g[0][1] + w1 / 2.0).abs() < 1e-12);
+        assert_eq!(out.metrics.entropy, Some(1.0));
+    }
 }
