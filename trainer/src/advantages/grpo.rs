@@ -163,7 +163,7 @@ pub fn groups_of_consecutive(n: usize, group_size: usize) -> Result<Vec<usize>> 
             "num_generations must be at least 1".into(),
         ));
     }
-    if n % group_size != 0 {
+    if !n.is_multiple_of(group_size) {
         return Err(MathError::Shape(format!(
             "{n} rewards are not a whole number of groups of {group_size} (num_generations)"
         )));
@@ -316,4 +316,130 @@ pub fn grpo_vectorized(
     let mask = host::vec2_like(response_mask, token_level_rewards, "response_mask")?;
     let adv = grpo_vectorized_scores(&host::row_sums(&rewards), groups, epsilon, norm_by_std)?;
     host::tensor2(host::broadcast_masked(&adv, &mask), token_level_rewards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn t(v: &[f64]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), v.len(), &Device::Cpu).unwrap()
+    }
+
+    fn close(a: &[f64], b: &[f64], tol: f64) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= tol, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn trl_group_scale_by_hand() {
+        // Group [1, 0]: mean 0.5, Bessel std √0.5 = 0.707107 → ±0.5 / (0.707107 + 1e-4).
+        let a = group_normalized(
+            &t(&[1.0, 0.0, 2.0, 2.0]),
+            &[0, 0, 1, 1],
+            &GroupNormalization::trl(GroupScale::Group),
+        )
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+        let x = 0.5 / (0.5f64.sqrt() + 1e-4);
+        close(&a, &[x, -x, 0.0, 0.0], 1e-12);
+    }
+
+    #[test]
+    fn batch_scale_uses_group_mean_and_batch_std() {
+        let r = [1.0, 0.0, 3.0, 3.0];
+        let a = group_normalized(
+            &t(&r),
+            &[0, 0, 1, 1],
+            &GroupNormalization::trl(GroupScale::Batch),
+        )
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+        // Batch: mean 1.75, Σ(x−m)² = 0.5625 + 3.0625 + 2·1.5625 = 6.75, std = √(6.75/3) = 1.5.
+        let x = 0.5 / (1.5 + 1e-4);
+        close(&a, &[x, -x, 0.0, 0.0], 1e-12);
+    }
+
+    #[test]
+    fn dr_grpo_only_centres() {
+        let a = group_normalized(
+            &t(&[0.25, 1.0, 0.0, 0.25]),
+            &[0; 4],
+            &GroupNormalization::trl(GroupScale::None),
+        )
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+        close(&a, &[-0.125, 0.625, -0.375, -0.125], 1e-15);
+    }
+
+    #[test]
+    fn singletons_differ_between_anchors() {
+        let r = t(&[2.0, 1.0, 0.0]);
+        let g = [0, 1, 1];
+        let verl = group_normalized(&r, &g, &GroupNormalization::verl(true)).unwrap();
+        let trl = group_normalized(&r, &g, &GroupNormalization::trl(GroupScale::Group)).unwrap();
+        assert!((verl.to_vec1::<f64>().unwrap()[0] - 2.0 / (1.0 + 1e-6)).abs() < 1e-15);
+        assert_eq!(trl.to_vec1::<f64>().unwrap()[0], 0.0);
+    }
+
+    #[test]
+    fn keeps_f32() {
+        let r = t(&[1.0, 0.0]).to_dtype(DType::F32).unwrap();
+        let a = group_normalized(&r, &[0, 0], &GroupNormalization::verl(true)).unwrap();
+        assert_eq!(a.dtype(), DType::F32);
+    }
+
+    #[test]
+    fn consecutive_groups_and_errors() {
+        assert_eq!(groups_of_consecutive(6, 3).unwrap(), vec![0, 0, 0, 1, 1, 1]);
+        assert!(groups_of_consecutive(5, 2).is_err());
+        assert!(groups_of_consecutive(4, 0).is_err());
+        assert!(GroupScale::from_trl_name("std")
+            .unwrap_err()
+            .to_string()
+            .contains("group, batch, none"));
+        assert!(group_normalized(&t(&[1.0]), &[0, 0], &GroupNormalization::verl(true)).is_err());
+        assert!(group_normalized(
+            &t(&[f64::NAN, 1.0]),
+            &[0, 0],
+            &GroupNormalization::verl(true)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn normalize_then_sum_by_hand() {
+        // K = 2, one group of 2: each column normalises to ±0.5/(√0.5 + 1e-4) (or 0 when constant),
+        // the weighted sum is then normalised over the batch.
+        let rows = Tensor::from_vec(vec![1.0, 5.0, 0.0, 5.0], (2, 2), &Device::Cpu).unwrap();
+        let a = multi_reward_advantages(
+            &rows,
+            None,
+            &[0, 0],
+            GroupScale::None,
+            MultiRewardAggregation::NormalizeThenSum,
+        )
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+        let x = 0.5 / (0.5f64.sqrt() + 1e-4);
+        let s = (2.0 * x * x).sqrt(); // Bessel std of [x, −x]
+        close(&a, &[x / (s + 1e-4), -x / (s + 1e-4)], 1e-12);
+    }
+
+    #[test]
+    fn vectorized_floors_the_std() {
+        // Two near-equal scores: variance below ε = 1e-6 → std = 1e-3.
+        let a = grpo_vectorized_scores(&[0.5, 0.5005], &[0, 0], 1e-6, true).unwrap();
+        assert!((a[1] - a[0] - 0.0005 / (1e-3 + 1e-6)).abs() < 1e-4);
+        // Singleton: mean 0, std 1.
+        let s = grpo_vectorized_scores(&[2.0], &[0], 1e-6, true).unwrap();
+        assert!((s[0] - 2.0 / (1.0 + 1e-6)).abs() < 1e-12);
+    }
 }

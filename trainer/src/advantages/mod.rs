@@ -337,3 +337,146 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod hand_tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn t2(rows: &[&[f64]]) -> Tensor {
+        let b = rows.len();
+        let t = rows[0].len();
+        let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::from_vec(flat, (b, t), &Device::Cpu).unwrap()
+    }
+
+    fn run(est: &str, r: &Tensor, m: &Tensor, groups: &[usize]) -> Vec<Vec<f64>> {
+        let inputs = AdvantageInputs {
+            groups: Some(groups),
+            ..AdvantageInputs::new(r, m)
+        };
+        compute_advantages(
+            AdvantageEstimator::from_name(est).unwrap(),
+            &inputs,
+            &AdvantageOptions::default(),
+        )
+        .unwrap()
+        .advantages
+        .to_vec2::<f64>()
+        .unwrap()
+    }
+
+    #[test]
+    fn rloo_variants_on_singletons() {
+        // Group 0: scores [1, 0, 2] → n/(n−1)·(s − mean 1) = [0, −1.5, 1.5]; group 1: singleton 3.
+        let r = t2(&[&[1.0], &[0.0], &[2.0], &[3.0]]);
+        let m = Tensor::ones((4, 1), DType::F64, &Device::Cpu).unwrap();
+        let g = [0, 0, 0, 1];
+        let a = run("rloo", &r, &m, &g);
+        let v = run("rloo_vectorized", &r, &m, &g);
+        for (x, e) in a.iter().zip([0.0, -1.5, 1.5, 3.0]) {
+            assert!((x[0] - e).abs() < 1e-12);
+        }
+        for (x, e) in v.iter().zip([0.0, -1.5, 1.5, 0.0]) {
+            assert!((x[0] - e).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn opo_weights_by_length() {
+        // Lengths 1 and 3, scores 1 and 0: baseline 1·1/(1+3) = 0.25.
+        let r = t2(&[&[1.0, 0.0, 0.0], &[0.0, 0.0, 0.0]]);
+        let m = t2(&[&[1.0, 0.0, 0.0], &[1.0, 1.0, 1.0]]);
+        let a = run("opo", &r, &m, &[0, 0]);
+        assert_eq!(a, vec![vec![0.75, 0.0, 0.0], vec![-0.25, -0.25, -0.25]]);
+    }
+
+    #[test]
+    fn gpg_rescales_by_nonzero_share() {
+        let r = t2(&[&[1.0], &[0.0], &[0.0], &[0.0]]);
+        let m = Tensor::ones((4, 1), DType::F64, &Device::Cpu).unwrap();
+        let a = run("gpg", &r, &m, &[0, 0, 1, 1]);
+        // B = 4 and one non-zero score: α = 4; group means 0.5 and 0.
+        assert_eq!(a, vec![vec![2.0], vec![-2.0], vec![0.0], vec![0.0]]);
+    }
+
+    #[test]
+    fn passk_rewards_only_the_best() {
+        let r = t2(&[&[0.5], &[1.0], &[0.0]]);
+        let m = Tensor::ones((3, 1), DType::F64, &Device::Cpu).unwrap();
+        let inputs = AdvantageInputs {
+            groups: Some(&[0, 0, 0]),
+            ..AdvantageInputs::new(&r, &m)
+        };
+        let opts = AdvantageOptions {
+            norm_adv_by_std: false,
+            ..Default::default()
+        };
+        let a = compute_advantages(AdvantageEstimator::GrpoPassk, &inputs, &opts)
+            .unwrap()
+            .advantages
+            .to_vec2::<f64>()
+            .unwrap();
+        assert_eq!(a, vec![vec![0.0], vec![0.5], vec![0.0]]);
+        let single = AdvantageInputs {
+            groups: Some(&[0, 1, 1]),
+            ..inputs
+        };
+        assert!(compute_advantages(AdvantageEstimator::GrpoPassk, &single, &opts).is_err());
+    }
+
+    #[test]
+    fn remax_and_missing_inputs() {
+        let r = t2(&[&[0.0, 1.0], &[0.5, 0.0]]);
+        let m = t2(&[&[1.0, 1.0], &[1.0, 0.0]]);
+        let b = Tensor::from_vec(vec![0.25, 1.0], 2, &Device::Cpu).unwrap();
+        let inputs = AdvantageInputs {
+            reward_baselines: Some(&b),
+            ..AdvantageInputs::new(&r, &m)
+        };
+        let out = compute_advantages(
+            AdvantageEstimator::Remax,
+            &inputs,
+            &AdvantageOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            out.returns.to_vec2::<f64>().unwrap(),
+            vec![vec![1.0, 1.0], vec![0.5, 0.0]]
+        );
+        assert_eq!(
+            out.advantages.to_vec2::<f64>().unwrap(),
+            vec![vec![0.75, 0.75], vec![-0.5, 0.0]]
+        );
+        let bare = AdvantageInputs::new(&r, &m);
+        let e = compute_advantages(
+            AdvantageEstimator::Remax,
+            &bare,
+            &AdvantageOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("reward_baselines"));
+        let e = compute_advantages(
+            AdvantageEstimator::Grpo,
+            &bare,
+            &AdvantageOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("groups"));
+    }
+
+    #[test]
+    fn gae_single_step_by_hand() {
+        // One token: δ = r − V = 1 − 0.25; returns = δ + V = 1. Two rows so whitening is defined.
+        let r = t2(&[&[1.0], &[0.0]]);
+        let v = t2(&[&[0.25], &[0.5]]);
+        let m = t2(&[&[1.0], &[1.0]]);
+        let out = gae(&r, &v, &m, 0.9, 0.8).unwrap();
+        assert_eq!(out.1.to_vec2::<f64>().unwrap(), vec![vec![1.0], vec![0.0]]);
+        // Whitened [0.75, −0.5]: mean 0.125, unbiased var 0.78125.
+        let a = out.0.to_vec2::<f64>().unwrap();
+        let s = (0.78125f64 + 1e-8).sqrt();
+        // (verl's masked mean divides by Σm + 1e-8, hence the tolerance.)
+        assert!((a[0][0] - 0.625 / s).abs() < 1e-7 && (a[1][0] + 0.625 / s).abs() < 1e-7);
+    }
+}
