@@ -506,7 +506,7 @@ mod tests {
         let out = policy_loss(lp.as_tensor(), Some(&old), &adv, &mask, &cfg, &extras).unwrap();
         // weights: min(e^1, 2) = 2, e^0.5
         let w1 = 0.5f64.exp();
-        let want = -(2.0 * -1.0 + w1 * -2.0) / 2.0 - 0.1 * 1.0;
+        let want = (2.0 + 2.0 * w1) / 2.0 - 0.1;
         assert!((out.loss.to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
         let g = out.loss.backward().unwrap();
         let g = g.get(lp.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
