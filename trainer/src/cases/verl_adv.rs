@@ -5,8 +5,10 @@
 //! `norm_adv_by_std_in_grpo`, `handle_zero_tail`, `f_norm`, `alpha`) and optionally `config`, a
 //! verl `AlgoConfig` (`gamma`, `lam`, `norm_adv_by_std_in_grpo`, … ). Where verl's function reads a
 //! setting from `config` (`grpo_passk`: `norm_adv_by_std_in_grpo`; `reinforce_plus_plus`:
-//! `gamma`), the config wins; elsewhere a direct parameter wins over the config, which stands in
-//! for what verl's trainer passes. A parameter verl's function does not take is an error.
+//! `gamma`), the config wins. `grpo` and `grpo_vectorized` ignore `config.norm_adv_by_std_in_grpo`
+//! exactly as verl's functions do (only their own argument counts). For `gae`, whose verl function
+//! takes no config, `config.gamma` / `config.lam` stand in for what verl's trainer passes when the
+//! direct parameter is absent. A parameter verl's function does not take is an error.
 
 use serde_json::{Map, Value};
 
@@ -153,9 +155,11 @@ pub(super) fn evaluate(r: &CaseReader) -> CaseResult<Map<String, Value>> {
             }
         }
         let direct_norm = get_bool("norm_adv_by_std_in_grpo")?;
+        // verl's `grpo` and `grpo_vectorized` take the flag as their own argument and never read
+        // it from `config`; `grpo_passk` reads only `config` (falling back here to the argument).
         opts.norm_adv_by_std = match est {
             E::GrpoPassk => cfg.norm_adv_by_std_in_grpo.or(direct_norm),
-            _ => direct_norm.or(cfg.norm_adv_by_std_in_grpo),
+            _ => direct_norm,
         }
         .unwrap_or(true);
         opts.handle_zero_tail = get_bool("handle_zero_tail")?;
