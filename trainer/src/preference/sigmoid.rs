@@ -5,11 +5,15 @@ use candle_core::Tensor;
 
 use crate::Result;
 
-/// log σ(x) = min(x, 0) − log(1 + e^{−|x|}): finite for every finite x, gradient σ(−x).
+/// log σ(x) = −log(1 + e^{−|x|}) + [x < 0]·x: finite for every finite x, gradient σ(−x) — also
+/// at x = 0 (where every pair sits on the first DPO step, policy = reference), which an
+/// elementwise `minimum(x, 0)` would get wrong by giving the tie's gradient to both sides.
 pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
-    let neg_part = x.minimum(0.0)?;
-    let soft = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    Ok((neg_part - soft)?)
+    let zeros = x.zeros_like()?;
+    let negative = x.lt(0.0)?;
+    let abs = negative.where_cond(&x.neg()?, x)?;
+    let soft = (abs.neg()?.exp()? + 1.0)?.log()?;
+    Ok((negative.where_cond(x, &zeros)? - soft)?)
 }
 
 /// σ(x) = exp(log σ(x)).
