@@ -32,7 +32,10 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
                     format!("must be >= 300, got {}", t.vocab_size),
                 );
             }
-            if t.num_heads == 0 || t.num_kv_heads == 0 || !t.num_heads.is_multiple_of(t.num_kv_heads) {
+            if t.num_heads == 0
+                || t.num_kv_heads == 0
+                || !t.num_heads.is_multiple_of(t.num_kv_heads)
+            {
                 return err(
                     "model.tiny.num_kv_heads",
                     "num_heads must be a positive multiple of num_kv_heads".into(),

@@ -54,13 +54,7 @@ pub fn preference_loss(
     cfg: &PreferenceLossConfig,
 ) -> Result<PreferenceOutput> {
     let parts = cfg.weighted_types()?;
-    if cfg
-        .loss_type
-        .0
-        .iter()
-        .any(|t| *t == PreferenceLossType::Sigmoid)
-        && cfg.label_smoothing != 0.0
-    {
+    if cfg.loss_type.0.contains(&PreferenceLossType::Sigmoid) && cfg.label_smoothing != 0.0 {
         tracing::warn!(
             "loss_type `sigmoid` ignores label_smoothing (as TRL ≥ 1.0 does); use `cdpo` for conservative DPO"
         );
