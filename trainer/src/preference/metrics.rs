@@ -137,3 +137,32 @@ pub fn token_stats(
         num_tokens,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn token_stats_by_hand() {
+        // Chosen: one valid token with logits (ln 3, 0) → p = (¾, ¼), label 0 (argmax: correct);
+        // the padded token is ignored. Rejected: uniform (0, 0), entropy ln 2.
+        let dev = &Device::Cpu;
+        let l3 = 3.0f64.ln();
+        let cl = Tensor::new(&[[[l3, 0.0], [9.0, -9.0]]], dev).unwrap();
+        let rl = Tensor::new(&[[[0.0f64, 0.0], [0.0, 0.0]]], dev).unwrap();
+        let labels = Tensor::new(&[[0u32, 1]], dev).unwrap();
+        let cm = Tensor::new(&[[1.0f64, 0.0]], dev).unwrap();
+        let rm = Tensor::new(&[[1.0f64, 1.0]], dev).unwrap();
+        let s = token_stats(&cl, &rl, &labels, &cm, &rm, 8.0).unwrap();
+        let h = -(0.75 * 0.75f64.ln() + 0.25 * 0.25f64.ln());
+        assert!(
+            (s.entropy - (h + 2.0 * 2.0f64.ln()) / 3.0).abs() < 1e-12,
+            "{s:?}"
+        );
+        assert!((s.logits_chosen - l3 / 2.0).abs() < 1e-12);
+        assert_eq!(s.logits_rejected, 0.0);
+        assert_eq!(s.mean_token_accuracy, 1.0);
+        assert_eq!(s.num_tokens, 8.0);
+    }
+}
