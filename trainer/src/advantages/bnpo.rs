@@ -64,10 +64,8 @@ pub fn bnpo(
     groups: &[usize],
     opts: &BnpoOptions,
 ) -> Result<Tensor> {
-    let rewards = host::vec2(token_level_rewards, "token_level_rewards")?;
-    let mask = host::vec2_like(response_mask, token_level_rewards, "response_mask")?;
-    host::check_groups(groups, rewards.len())?;
-    let (adv, _) = bnpo_scores(&host::row_sums(&rewards), groups, opts)?;
+    let (scores, mask) = host::outcome_scores(token_level_rewards, response_mask, groups)?;
+    let (adv, _) = bnpo_scores(&scores, groups, opts)?;
     host::tensor2(host::broadcast_masked(&adv, &mask), token_level_rewards)
 }
 

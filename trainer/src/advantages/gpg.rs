@@ -15,10 +15,7 @@ pub fn gpg(
     groups: &[usize],
     f_norm: f64,
 ) -> Result<Tensor> {
-    let rewards = host::vec2(token_level_rewards, "token_level_rewards")?;
-    let mask = host::vec2_like(response_mask, token_level_rewards, "response_mask")?;
-    host::check_groups(groups, rewards.len())?;
-    let scores = host::row_sums(&rewards);
+    let (scores, mask) = host::outcome_scores(token_level_rewards, response_mask, groups)?;
     let b = scores.len() as f64;
     let nonzero = scores.iter().filter(|&&s| s != 0.0).count().max(1) as f64;
     let alpha = b / nonzero;

@@ -296,10 +296,8 @@ pub fn grpo_outcome(
     groups: &[usize],
     opts: &GroupNormalization,
 ) -> Result<Tensor> {
-    let rewards = host::vec2(token_level_rewards, "token_level_rewards")?;
-    let mask = host::vec2_like(response_mask, token_level_rewards, "response_mask")?;
-    host::check_groups(groups, rewards.len())?;
-    let adv = group_normalized_host(&host::row_sums(&rewards), groups, opts);
+    let (scores, mask) = host::outcome_scores(token_level_rewards, response_mask, groups)?;
+    let adv = group_normalized_host(&scores, groups, opts);
     host::tensor2(host::broadcast_masked(&adv, &mask), token_level_rewards)
 }
 
@@ -312,9 +310,8 @@ pub fn grpo_vectorized(
     epsilon: f64,
     norm_by_std: bool,
 ) -> Result<Tensor> {
-    let rewards = host::vec2(token_level_rewards, "token_level_rewards")?;
-    let mask = host::vec2_like(response_mask, token_level_rewards, "response_mask")?;
-    let adv = grpo_vectorized_scores(&host::row_sums(&rewards), groups, epsilon, norm_by_std)?;
+    let (scores, mask) = host::outcome_scores(token_level_rewards, response_mask, groups)?;
+    let adv = grpo_vectorized_scores(&scores, groups, epsilon, norm_by_std)?;
     host::tensor2(host::broadcast_masked(&adv, &mask), token_level_rewards)
 }
 

@@ -81,6 +81,19 @@ pub(crate) fn check_groups(groups: &[usize], n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The inputs of every outcome estimator: each row's score (Σ_t of its token-level rewards),
+/// the response mask as rows, after checking the mask's shape and one group id per row.
+pub(crate) fn outcome_scores(
+    token_level_rewards: &Tensor,
+    response_mask: &Tensor,
+    groups: &[usize],
+) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    let rewards = vec2(token_level_rewards, "token_level_rewards")?;
+    let mask = vec2_like(response_mask, token_level_rewards, "response_mask")?;
+    check_groups(groups, rewards.len())?;
+    Ok((row_sums(&rewards), mask))
+}
+
 /// Row indices per group, groups in order of first appearance.
 pub(crate) fn members(groups: &[usize]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = Vec::new();

@@ -14,10 +14,7 @@ pub fn opo(
     response_mask: &Tensor,
     groups: &[usize],
 ) -> Result<Tensor> {
-    let rewards = host::vec2(token_level_rewards, "token_level_rewards")?;
-    let mask = host::vec2_like(response_mask, token_level_rewards, "response_mask")?;
-    host::check_groups(groups, rewards.len())?;
-    let scores = host::row_sums(&rewards);
+    let (scores, mask) = host::outcome_scores(token_level_rewards, response_mask, groups)?;
     let lens: Vec<f64> = mask.iter().map(|m| m.iter().sum()).collect();
     let mut adv = vec![0.0; scores.len()];
     for idx in host::members(groups) {

@@ -16,10 +16,7 @@ pub fn grpo_passk(
     epsilon: f64,
     norm_by_std: bool,
 ) -> Result<Tensor> {
-    let rewards = host::vec2(token_level_rewards, "token_level_rewards")?;
-    let mask = host::vec2_like(response_mask, token_level_rewards, "response_mask")?;
-    host::check_groups(groups, rewards.len())?;
-    let scores = host::row_sums(&rewards);
+    let (scores, mask) = host::outcome_scores(token_level_rewards, response_mask, groups)?;
     let mut adv = vec![0.0; scores.len()];
     for idx in host::members(groups) {
         if idx.len() < 2 {
