@@ -2,23 +2,24 @@
 //! (exactly as `oxrl verify` builds them), scoring groups of completions into rewards and
 //! correctness.
 //!
-//! Accuracy: a completion is correct when the first `<verifier>.correct` component (in the task's
-//! verifier order) is ≥ 0.5, or, when no verifier reports one, when its reward is ≥ 0.5.
+//! Accuracy is `oxrl verify`'s rule (`oxrl_task::Judge`): a completion is correct when the first
+//! `<verifier>.correct` component (in the task's verifier order) is ≥ 0.5, or, when no verifier
+//! reports one, when its reward is ≥ 0.5.
 
-use crate::task::TaskConfig;
+use crate::task::{Judge, TaskConfig};
 use oxrl_datasets::Example;
 use oxrl_verifiers::{Group, Registry, Verifier, WeightedVerifiers};
 
 /// The task's verifiers, ready to score.
 pub struct Reward {
     verifiers: WeightedVerifiers,
-    correct_keys: Vec<String>,
+    judge: Judge,
 }
 
 impl std::fmt::Debug for Reward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reward")
-            .field("correct_keys", &self.correct_keys)
+            .field("judge", &self.judge)
             .finish()
     }
 }
@@ -40,15 +41,8 @@ impl Reward {
         let verifiers = task
             .build_verifiers(&Registry::builtin())
             .map_err(|e| e.to_string())?;
-        let correct_keys = verifiers
-            .members()
-            .iter()
-            .map(|m| format!("{}.correct", m.label))
-            .collect();
-        Ok(Self {
-            verifiers,
-            correct_keys,
-        })
+        let judge = Judge::new(&verifiers, 0.5);
+        Ok(Self { verifiers, judge })
     }
 
     /// Scores each example's completions (one group per example), in order.
@@ -67,11 +61,7 @@ impl Reward {
                 scores
                     .into_iter()
                     .map(|s| {
-                        let correct = self
-                            .correct_keys
-                            .iter()
-                            .find_map(|k| s.components.get(k))
-                            .map_or(s.reward >= 0.5, |&c| c >= 0.5);
+                        let correct = self.judge.is_correct(&s);
                         Scored {
                             reward: if s.reward.is_finite() { s.reward } else { 0.0 },
                             correct,
