@@ -95,6 +95,19 @@ fn convert(t: Tensor, dtype: DType) -> candle_core::Result<Tensor> {
     }
 }
 
+/// Serialises tensors into one safetensors buffer (e.g. the body of a `POST /v1/weights`), in
+/// name order so the same tensors give the same bytes.
+pub fn tensors_to_safetensors_bytes(tensors: &TensorMap) -> Result<Vec<u8>> {
+    let mut named: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    let contiguous = named
+        .into_iter()
+        .map(|(k, t)| Ok((k.as_str(), t.contiguous()?)))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    safetensors::serialize(contiguous, None)
+        .map_err(|e| weights_err(Path::new("<weight update>"), e))
+}
+
 /// Writes tensors as one safetensors file, atomically (temporary file, then rename).
 pub fn save_file(tensors: &TensorMap, path: &Path) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");

@@ -26,6 +26,7 @@ fn loss(m: &Transformer, ids: &Tensor, lengths: &[usize], adapters: bool) -> Ten
                 track: true,
                 adapters,
                 entropy: true,
+                ..TrainForward::default()
             },
         )
         .unwrap();
@@ -174,11 +175,13 @@ fn adapters_off_is_the_base_model_and_merge_matches() {
         track: false,
         adapters: false,
         entropy: false,
+        ..TrainForward::default()
     };
     let on = TrainForward {
         track: false,
         adapters: true,
         entropy: false,
+        ..TrainForward::default()
     };
     let a = base.token_logprobs(&ids, &lengths, on).unwrap().logprobs;
     let b = m.token_logprobs(&ids, &lengths, off).unwrap().logprobs;
@@ -225,6 +228,7 @@ fn logprobs_are_log_softmax_of_logits() {
                 track: false,
                 adapters: true,
                 entropy: true,
+                ..TrainForward::default()
             },
         )
         .unwrap();

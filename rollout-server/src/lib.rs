@@ -6,7 +6,7 @@ pub mod engine;
 pub mod http;
 pub mod types;
 
-pub use client::{RolloutClient, RolloutError};
+pub use client::{HttpClientConfig, HttpRolloutClient, RolloutClient, RolloutError};
 pub use engine::{
     EngineConfig, EngineHandle, EngineMetrics, EngineState, ResponseReceiver, TokenDecoder,
 };

@@ -50,6 +50,7 @@ pub fn run(a: LogprobsArgs) -> anyhow::Result<()> {
                 track: false,
                 adapters: true,
                 entropy: false,
+                ..TrainForward::default()
             },
         )
         .context("scoring the tokens")?;

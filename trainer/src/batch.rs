@@ -20,6 +20,9 @@ pub struct Sequence {
     pub old_logprobs: Option<Vec<f32>>,
     /// The sequence's advantage (GRPO; 0 for SFT).
     pub advantage: f32,
+    /// Per-token advantages (same length as `ids`, 0 off target), when they vary along the
+    /// sequence (REINFORCE++ returns, KL in the reward); `advantage` is used otherwise.
+    pub token_advantages: Option<Vec<f32>>,
 }
 
 impl Sequence {
@@ -48,7 +51,29 @@ impl Sequence {
             target,
             old_logprobs,
             advantage,
+            token_advantages: None,
         }
+    }
+
+    /// Sets per-token advantages of the completion (one per completion token, after a prompt of
+    /// `prompt_len` tokens); the sequence advantage becomes their mean.
+    pub fn with_completion_advantages(mut self, prompt_len: usize, adv: &[f32]) -> Self {
+        let mut v = vec![0f32; prompt_len];
+        v.extend_from_slice(adv);
+        v.resize(self.ids.len(), 0.0);
+        self.advantage = if adv.is_empty() {
+            0.0
+        } else {
+            adv.iter().sum::<f32>() / adv.len() as f32
+        };
+        self.token_advantages = Some(v);
+        self
+    }
+
+    /// Excludes every token from the loss (DAPO's overlong filtering).
+    pub fn without_targets(mut self) -> Self {
+        self.target.iter_mut().for_each(|t| *t = false);
+        self
     }
 
     /// Number of target tokens.
@@ -68,7 +93,8 @@ pub struct PaddedBatch {
     pub mask: Tensor,
     /// `[B × T]` f32 rollout logprobs (0 off target), when every sequence has them.
     pub old_logprobs: Option<Tensor>,
-    /// `[B × T]` f32: each row's advantage on its target tokens, 0 elsewhere.
+    /// `[B × T]` f32: each target token's advantage (the row's, or its per-token value), 0
+    /// elsewhere.
     pub advantages: Tensor,
     /// `[B]` f32: each row's advantage.
     pub seq_advantages: Tensor,
@@ -104,7 +130,10 @@ pub fn pad(seqs: &[&Sequence], device: &Device) -> TrainResult<PaddedBatch> {
         for (j, &on) in s.target.iter().enumerate() {
             if on && j > 0 {
                 mask[row + j] = 1.0;
-                adv[row + j] = s.advantage;
+                adv[row + j] = match &s.token_advantages {
+                    Some(a) => a.get(j).copied().unwrap_or(0.0),
+                    None => s.advantage,
+                };
             }
         }
         if let (true, Some(lp)) = (with_old, &s.old_logprobs) {
@@ -158,6 +187,15 @@ mod tests {
             [0., 0., 0., 2., 2.]
         );
         assert!(b.old_logprobs.is_none(), "one sequence has no logprobs");
+        let t = s.clone().with_completion_advantages(3, &[1.0, 3.0]);
+        assert_eq!(t.advantage, 2.0);
+        let bt = pad(&[&t], &Device::Cpu).unwrap();
+        assert_eq!(
+            bt.advantages.to_vec2::<f32>().unwrap()[0],
+            [0., 0., 0., 1., 3.]
+        );
+        let none = pad(&[&s.clone().without_targets()], &Device::Cpu).unwrap();
+        assert_eq!(none.target_tokens, 0);
         let b = pad(&[&s], &Device::Cpu).unwrap();
         assert_eq!(
             b.old_logprobs.unwrap().to_vec2::<f32>().unwrap()[0],

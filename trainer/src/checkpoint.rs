@@ -2,7 +2,8 @@
 //! tokenizer files), so `oxrl serve`, transformers and vLLM load a checkpoint as is, plus the
 //! trainer state needed to continue exactly:
 //!
-//! - `trainer_state.json`: step, data position, policy version, seed, algorithm ([`TrainerState`]);
+//! - `trainer_state.json`: step, data position, policy version, seed, algorithm, the KL
+//!   controller and BAPO's bounds ([`TrainerState`]);
 //! - `optimizer.safetensors`: the AdamW moments and step count;
 //! - `trainable.safetensors`: the trained tensors under their training names (LoRA adapters; the
 //!   full weights are already in `model.safetensors` otherwise);
@@ -46,6 +47,12 @@ pub struct TrainerState {
     pub seed: u64,
     /// Whether the trained tensors are LoRA adapters.
     pub lora: bool,
+    /// The KL-in-reward controller (its β moves when adaptive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_controller: Option<crate::kl::controller::KlController>,
+    /// BAPO's clipping bounds from the last update (carried when `bapo.restart` is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bapo: Option<crate::policy_loss::bapo::BapoState>,
 }
 
 /// Directory name of the checkpoint after `step`.
@@ -273,6 +280,8 @@ mod tests {
             policy_version: step,
             seed: 3,
             lora: false,
+            kl_controller: None,
+            bapo: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Evaluation on the task's held-out split: greedy completions through the engine, scored by the
+//! Evaluation on the task's held-out split: greedy completions through the rollout client, scored by the
 //! task's verifiers into accuracy and mean reward.
 
 use crate::prompts::prompt_ids;
@@ -6,7 +6,7 @@ use crate::reward::Reward;
 use crate::train_error::{TrainError, TrainResult};
 use oxrl_datasets::Example;
 use oxrl_models::Tokenizer;
-use oxrl_rollout::{EngineHandle, RolloutRequest, SamplingParams};
+use oxrl_rollout::{RolloutClient, RolloutRequest, SamplingParams};
 
 /// Greedy accuracy and mean reward.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,7 +21,7 @@ pub struct GreedyEval {
 
 /// Greedy completions of `examples` (`max_tokens` each), scored by `reward`.
 pub fn greedy(
-    engine: &EngineHandle,
+    engine: &dyn RolloutClient,
     tok: &Tokenizer,
     examples: &[Example],
     reward: &Reward,

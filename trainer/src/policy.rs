@@ -5,6 +5,7 @@
 use crate::batch::PaddedBatch;
 use crate::optim::{AdamW, LrSchedule, OptimError};
 use crate::train_error::TrainResult;
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use oxrl_models::{Tokenizer, TrainForward, Transformer};
 
@@ -69,7 +70,43 @@ impl Policy {
     /// Backpropagates `loss`, clips, and steps AdamW at the schedule's learning rate. A
     /// non-finite gradient norm skips the step (reported in [`StepInfo::skipped`]).
     pub fn optimizer_step(&mut self, loss: &Tensor) -> TrainResult<StepInfo> {
+        let grads = loss.backward()?;
+        self.apply(grads)
+    }
+
+    /// Adds the gradients of `loss` to `acc` (gradient accumulation over micro-batches): only
+    /// the trainable tensors' gradients are kept, so the graph's intermediates are freed.
+    pub fn accumulate(&self, acc: &mut Option<GradStore>, loss: &Tensor) -> TrainResult<()> {
         let mut grads = loss.backward()?;
+        let mut kept = match acc.take() {
+            Some(a) => a,
+            None => {
+                let mut fresh = GradStore::default();
+                for v in self.optimizer.vars() {
+                    if let Some(g) = grads.remove(v.as_tensor()) {
+                        fresh.insert(v.as_tensor(), g);
+                    }
+                }
+                *acc = Some(fresh);
+                return Ok(());
+            }
+        };
+        for v in self.optimizer.vars() {
+            if let Some(g) = grads.remove(v.as_tensor()) {
+                let sum = match kept.get(v.as_tensor()) {
+                    Some(a) => (a + g)?,
+                    None => g,
+                };
+                kept.insert(v.as_tensor(), sum);
+            }
+        }
+        *acc = Some(kept);
+        Ok(())
+    }
+
+    /// Clips `grads` and steps AdamW at the schedule's learning rate. A non-finite gradient
+    /// norm skips the step (reported in [`StepInfo::skipped`]).
+    pub fn apply(&mut self, mut grads: GradStore) -> TrainResult<StepInfo> {
         let lr = self.schedule.lr_at(self.optimizer.step_count());
         let grad_norm = match self.max_grad_norm {
             Some(max) => match self.optimizer.clip_grad_norm(&mut grads, max) {
@@ -93,12 +130,18 @@ impl Policy {
         })
     }
 
-    /// Per-token logprobs of `batch` under the reference (no graph), when there is one.
-    pub fn reference_logprobs(&self, batch: &PaddedBatch) -> TrainResult<Option<Tensor>> {
+    /// Per-token logprobs of `batch` under the reference (no graph) at the sampling
+    /// `temperature` (as TRL and verl take them), when there is a reference.
+    pub fn reference_logprobs(
+        &self,
+        batch: &PaddedBatch,
+        temperature: f32,
+    ) -> TrainResult<Option<Tensor>> {
         let opts = |adapters| TrainForward {
             track: false,
             adapters,
             entropy: false,
+            temperature,
         };
         Ok(match &self.reference {
             None => None,

@@ -65,6 +65,7 @@ pub fn encode_example(
         target: mask,
         old_logprobs: None,
         advantage: 0.0,
+        token_advantages: None,
     })
 }
 

@@ -20,7 +20,9 @@ use crate::{grpo, sft};
 use candle_core::Device;
 use oxrl_models::init::{write_random_model, InitSpec};
 use oxrl_models::{LoadOptions, LoadedModel};
-use oxrl_rollout::{EngineConfig, EngineHandle, TokenDecoder};
+use oxrl_rollout::{
+    EngineConfig, EngineHandle, HttpClientConfig, HttpRolloutClient, RolloutClient, TokenDecoder,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -122,7 +124,10 @@ struct Run<'a> {
     reward: Option<Reward>,
     policy: Policy,
     eos: Vec<u32>,
-    engine: Option<EngineHandle>,
+    /// Where rollouts come from (the local engine or remote servers).
+    engine: Option<Box<dyn RolloutClient>>,
+    /// The in-process engine, to shut it down at the end.
+    local: Option<EngineHandle>,
     state: TrainerState,
     ckpt_root: PathBuf,
     config_toml: String,
@@ -150,11 +155,11 @@ impl Run<'_> {
             if cfg.algorithm.name == AlgorithmName::Sft {
                 // SFT steps do not sync: publish the current weights (drops stale KV).
                 self.state.policy_version = engine
-                    .set_model(Arc::new(self.policy.model.clone()))
+                    .sync_weights(&self.policy.model)
                     .map_err(|e| TrainError::Rollout(e.to_string()))?;
             }
             let g = eval::greedy(
-                engine,
+                engine.as_ref(),
                 &self.policy.tokenizer,
                 examples,
                 reward,
@@ -238,7 +243,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
     if let Some(l) = &cfg.model.lora {
         model.attach_lora(&l.to_lora(), derive(cfg.seed, Purpose::Lora, 0, 0))?;
     }
-    let reference = if cfg.algorithm.name == AlgorithmName::Grpo && cfg.kl.term().is_some() {
+    let reference = if cfg.algorithm.name == AlgorithmName::Grpo && cfg.kl.enabled() {
         Some(Reference::of(&model)?)
     } else {
         None
@@ -251,6 +256,8 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         policy_version: 0,
         seed: cfg.seed,
         lora: model.has_lora(),
+        kl_controller: None,
+        bapo: None,
     };
     let mut optimizer = AdamW::new(model.trainable_vars(), cfg.optim.adamw())?;
     if let Some((dir, st)) = &resume {
@@ -280,6 +287,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         policy,
         eos,
         engine: None,
+        local: None,
         state,
         ckpt_root,
         config_toml,
@@ -287,18 +295,43 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
     let needs_engine = cfg.algorithm.name == AlgorithmName::Grpo
         || (run.evaluating() && cfg.eval.accuracy && run.reward.is_some());
     if needs_engine {
-        let decoder: Arc<dyn TokenDecoder> = Arc::new(run.policy.tokenizer.clone());
-        let engine = EngineHandle::start(
-            Arc::new(run.policy.model.clone()),
-            Some(decoder),
-            EngineConfig {
-                eos_token_ids: run.eos.clone(),
-                initial_policy_version: run.state.policy_version,
-                ..EngineConfig::default().with_cache_tokens(cfg.rollout.kv_cache_tokens)
-            },
-        )
-        .map_err(|e| TrainError::Rollout(e.to_string()))?;
-        run.engine = Some(engine);
+        match cfg.rollout.engine.urls() {
+            None => {
+                let decoder: Arc<dyn TokenDecoder> = Arc::new(run.policy.tokenizer.clone());
+                let engine = EngineHandle::start(
+                    Arc::new(run.policy.model.clone()),
+                    Some(decoder),
+                    EngineConfig {
+                        eos_token_ids: run.eos.clone(),
+                        initial_policy_version: run.state.policy_version,
+                        ..EngineConfig::default().with_cache_tokens(cfg.rollout.kv_cache_tokens)
+                    },
+                )
+                .map_err(|e| TrainError::Rollout(e.to_string()))?;
+                run.local = Some(engine.clone());
+                run.engine = Some(Box::new(engine));
+            }
+            Some(urls) => {
+                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let client = HttpRolloutClient::connect(HttpClientConfig {
+                    urls,
+                    api_key: cfg.rollout.api_key.clone().or_else(|| env("OXRL_API_KEY")),
+                    admin_key: cfg
+                        .rollout
+                        .admin_key
+                        .clone()
+                        .or_else(|| env("OXRL_ADMIN_KEY")),
+                    timeout: std::time::Duration::from_secs_f64(cfg.rollout.timeout_s),
+                })
+                .map_err(|e| TrainError::Rollout(e.to_string()))?;
+                // The servers start from their own copy of the weights: publish the trainer's
+                // (the base, or a resumed checkpoint's) before the first rollout.
+                run.state.policy_version = client
+                    .sync_weights(&run.policy.model)
+                    .map_err(|e| TrainError::Rollout(e.to_string()))?;
+                run.engine = Some(Box::new(client));
+            }
+        }
     }
 
     let metrics_path = out.join(&cfg.log.metrics_file);
@@ -335,7 +368,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
                     };
                     grpo::step(
                         &mut run.policy,
-                        engine,
+                        engine.as_ref(),
                         &run.task,
                         reward,
                         cfg,
@@ -359,7 +392,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         Ok(())
     })();
     progress.finish();
-    if let Some(e) = &run.engine {
+    if let Some(e) = &run.local {
         e.shutdown();
     }
     result?;

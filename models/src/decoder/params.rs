@@ -187,6 +187,28 @@ impl Transformer {
         Ok(out)
     }
 
+    /// The HF-named weights training can have changed, as a weight update would carry them:
+    /// every base weight while the base is trainable; once LoRA adapters are attached, only the
+    /// adapted linears' weights with their adapters merged in (`W + s·B·A`), since everything
+    /// else is frozen.
+    pub fn weights_changed_by_training(&self) -> Result<TensorMap> {
+        if self.base_trainable {
+            return self.named_tensors(true);
+        }
+        let mut out = HashMap::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            for (name, lin) in layer.linears() {
+                if lin.lora.is_some() {
+                    out.insert(
+                        format!("model.layers.{l}.{name}.weight"),
+                        lin.merged_weight()?,
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The LoRA adapter tensors in PEFT naming (`base_model.model.<module>.lora_A.weight`).
     pub fn lora_tensors(&self) -> TensorMap {
         let mut out = HashMap::new();

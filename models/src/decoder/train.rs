@@ -19,7 +19,7 @@ pub struct TokenLogprobs {
 }
 
 /// Options of the training forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainForward {
     /// Build the autograd graph (false: evaluation only, e.g. the old or reference policy).
     pub track: bool,
@@ -27,6 +27,10 @@ pub struct TrainForward {
     pub adapters: bool,
     /// Also return per-token entropies.
     pub entropy: bool,
+    /// Sampling temperature the logprobs (and entropies) are taken at: `log softmax(logits / T)`,
+    /// the rollout engine's convention, so recomputed logprobs equal the ones it reported at any
+    /// `T`. 1 is the model's own distribution; 0 (greedy) also means 1, as in the engine.
+    pub temperature: f32,
 }
 
 impl Default for TrainForward {
@@ -35,6 +39,7 @@ impl Default for TrainForward {
             track: true,
             adapters: true,
             entropy: false,
+            temperature: 1.0,
         }
     }
 }
@@ -219,6 +224,24 @@ impl Transformer {
         let hidden = hidden.reshape((b * (t - 1), self.cfg.hidden_size))?;
         let work = self.work_dtype();
         let logits = self.lm_logits(&hidden, mode)?.to_dtype(work)?;
+        let temperature = if opts.temperature == 0.0 {
+            1.0
+        } else {
+            opts.temperature
+        };
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(ModelError::Input(format!(
+                "temperature must be a positive number, got {}",
+                opts.temperature
+            )));
+        }
+        // Divide exactly as the sampler does (`v / T`), so the two paths round alike.
+        let logits = if temperature == 1.0 {
+            logits
+        } else {
+            let t = Tensor::new(temperature, &self.device)?.to_dtype(work)?;
+            logits.broadcast_div(&t)?
+        };
         let mut targets = Vec::with_capacity(b * (t - 1));
         let mut valid = Vec::with_capacity(b * t);
         for (bi, &len) in lengths.iter().enumerate() {

@@ -222,6 +222,17 @@ pub struct AlgorithmConfig {
     /// GRPO: optimisation epochs over each rollout batch.
     #[serde(default = "one")]
     pub epochs: usize,
+    /// Sequences per forward/backward pass; a mini-batch's gradients are accumulated over its
+    /// micro-batches (with the mini-batch's normalisers, so the update is the same). Default:
+    /// the whole mini-batch at once.
+    #[serde(default)]
+    pub micro_batch_size: Option<usize>,
+    /// `[algorithm.dynamic_sampling]` (GRPO): DAPO's dynamic sampling.
+    #[serde(default)]
+    pub dynamic_sampling: DynamicSamplingConfig,
+    /// `[algorithm.overlong]` (GRPO): overlong filtering and the soft overlong penalty.
+    #[serde(default)]
+    pub overlong: OverlongConfig,
     /// Longest training sequence (prompt + completion); longer SFT examples are truncated.
     #[serde(default = "default_max_seq_len")]
     pub max_seq_len: usize,
@@ -247,20 +258,62 @@ fn default_max_seq_len() -> usize {
     512
 }
 
-/// Advantage estimators.
+/// Advantage estimators the loop runs (the math crate's [`crate::advantages::AdvantageEstimator`]
+/// of outcome rewards; `gae` is PPO's, with a critic).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdvantageEstimator {
-    /// Group-normalised reward (GRPO): needs `rollout.n >= 2`.
+    /// Group-normalised reward, TRL's flavour: `scale` = group | batch | none (Dr. GRPO),
+    /// `epsilon` added to the std.
     #[default]
     Grpo,
+    /// verl's `grpo_vectorized`: float32 group statistics, std floor √ε.
+    GrpoVectorized,
+    /// verl's `grpo_passk`: only each group's best completion gets r_max − r_second.
+    GrpoPassk,
+    /// Leave-one-out baseline (a singleton keeps its score).
+    Rloo,
+    /// Leave-one-out baseline (a singleton gets 0).
+    RlooVectorized,
+    /// Length-weighted group-mean baseline (OPO).
+    Opo,
+    /// REINFORCE++: discounted return (`gamma`), whitened over the batch; no groups needed.
+    ReinforcePlusPlus,
+    /// REINFORCE++ with a group-mean baseline, whitened over the batch.
+    ReinforcePlusPlusBaseline,
+    /// GPG: group-mean baseline rescaled by B / #non-zero scores.
+    Gpg,
+    /// BNPO: Beta-normalised advantages (the BNPO paper).
+    Bnpo,
+    /// ReMax: the reward of a greedy completion of the same prompt is the baseline (one extra
+    /// greedy rollout per prompt); no groups needed.
+    Remax,
 }
 
 impl AdvantageEstimator {
     /// Whether the estimator compares completions within a group (and so needs `n >= 2`).
     pub fn needs_groups(self) -> bool {
+        !matches!(
+            self,
+            AdvantageEstimator::ReinforcePlusPlus | AdvantageEstimator::Remax
+        )
+    }
+
+    /// The math crate's estimator.
+    pub fn math(self) -> crate::advantages::AdvantageEstimator {
+        use crate::advantages::AdvantageEstimator as M;
         match self {
-            AdvantageEstimator::Grpo => true,
+            AdvantageEstimator::Grpo => M::Grpo,
+            AdvantageEstimator::GrpoVectorized => M::GrpoVectorized,
+            AdvantageEstimator::GrpoPassk => M::GrpoPassk,
+            AdvantageEstimator::Rloo => M::Rloo,
+            AdvantageEstimator::RlooVectorized => M::RlooVectorized,
+            AdvantageEstimator::Opo => M::Opo,
+            AdvantageEstimator::ReinforcePlusPlus => M::ReinforcePlusPlus,
+            AdvantageEstimator::ReinforcePlusPlusBaseline => M::ReinforcePlusPlusBaseline,
+            AdvantageEstimator::Gpg => M::Gpg,
+            AdvantageEstimator::Bnpo => M::Bnpo,
+            AdvantageEstimator::Remax => M::Remax,
         }
     }
 }
@@ -284,10 +337,15 @@ pub enum ScaleName {
 pub struct AdvantageConfig {
     /// The estimator.
     pub estimator: AdvantageEstimator,
-    /// Std used to scale the centred reward.
+    /// Std used to scale the centred reward (`grpo`; `none` also turns off the std division of
+    /// `grpo_vectorized` and `grpo_passk`).
     pub scale: ScaleName,
     /// Added to the std (TRL 1e-4, verl 1e-6).
     pub epsilon: f64,
+    /// Discount of `reinforce_plus_plus` returns.
+    pub gamma: f64,
+    /// GPG's `f_norm`.
+    pub f_norm: f64,
 }
 
 impl Default for AdvantageConfig {
@@ -296,6 +354,52 @@ impl Default for AdvantageConfig {
             estimator: AdvantageEstimator::Grpo,
             scale: ScaleName::Group,
             epsilon: 1e-4,
+            gamma: 1.0,
+            f_norm: 1.0,
+        }
+    }
+}
+
+/// `[algorithm.dynamic_sampling]`: DAPO's dynamic sampling — groups whose rewards are all equal
+/// carry no gradient under group-relative advantages; drop them and sample more prompts until
+/// the batch has `batch_size` informative groups, at most `max_refills` extra rollout rounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynamicSamplingConfig {
+    /// On or off.
+    pub enabled: bool,
+    /// Extra rollout rounds per step before training on what there is.
+    pub max_refills: usize,
+}
+
+impl Default for DynamicSamplingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_refills: 4,
+        }
+    }
+}
+
+/// `[algorithm.overlong]`: DAPO's handling of completions cut at `rollout.max_tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverlongConfig {
+    /// Overlong filtering: truncated completions get no loss (their tokens are masked out).
+    pub filter: bool,
+    /// Soft overlong punishment: the last `buffer_tokens` before `max_tokens` add a linear
+    /// penalty from 0 to −`penalty` (DAPO Eq. 13); 0 = off.
+    pub buffer_tokens: usize,
+    /// The penalty at `max_tokens` (DAPO's penalty factor).
+    pub penalty: f64,
+}
+
+impl Default for OverlongConfig {
+    fn default() -> Self {
+        Self {
+            filter: false,
+            buffer_tokens: 0,
+            penalty: 1.0,
         }
     }
 }
@@ -334,11 +438,20 @@ impl Default for SftConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RolloutConfig {
-    /// `"local"`: the in-process engine reading the trainer's weights.
-    pub engine: String,
+    /// Where rollouts come from: `"local"` (the in-process engine reading the trainer's weights)
+    /// or a list of `oxrl serve` base URLs (`["http://127.0.0.1:8000", …]`), which get the new
+    /// weights by `POST /v1/weights` after every step.
+    pub engine: EngineSpec,
+    /// Key of the servers' inference routes (`oxrl serve --api-key`); default `OXRL_API_KEY`.
+    pub api_key: Option<String>,
+    /// Key of the servers' `POST /v1/weights` (`oxrl serve --admin-key`); default
+    /// `OXRL_ADMIN_KEY`. Required with remote engines.
+    pub admin_key: Option<String>,
+    /// Timeout of one HTTP call to a server, in seconds.
+    pub timeout_s: f64,
     /// Completions per prompt (the group size).
     pub n: usize,
-    /// Sampling temperature.
+    /// Sampling temperature (the training forward recomputes logprobs at the same temperature).
     pub temperature: f32,
     /// Nucleus sampling (1 = off).
     pub top_p: f32,
@@ -357,7 +470,10 @@ pub struct RolloutConfig {
 impl Default for RolloutConfig {
     fn default() -> Self {
         Self {
-            engine: "local".into(),
+            engine: EngineSpec::default(),
+            api_key: None,
+            admin_key: None,
+            timeout_s: 600.0,
             n: 4,
             temperature: 1.0,
             top_p: 1.0,
@@ -366,6 +482,33 @@ impl Default for RolloutConfig {
             max_tokens: 32,
             stop: Vec::new(),
             kv_cache_tokens: 65_536,
+        }
+    }
+}
+
+/// `rollout.engine`: a name (`"local"`) or the URLs of `oxrl serve` processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EngineSpec {
+    /// `"local"`, or one server URL.
+    Name(String),
+    /// Server URLs; prompts are spread over them (least-loaded first).
+    Urls(Vec<String>),
+}
+
+impl Default for EngineSpec {
+    fn default() -> Self {
+        EngineSpec::Name("local".into())
+    }
+}
+
+impl EngineSpec {
+    /// The server URLs, or `None` for the in-process engine.
+    pub fn urls(&self) -> Option<Vec<String>> {
+        match self {
+            EngineSpec::Name(n) if n == "local" => None,
+            EngineSpec::Name(u) => Some(vec![u.clone()]),
+            EngineSpec::Urls(us) => Some(us.clone()),
         }
     }
 }
@@ -425,7 +568,7 @@ impl OptimConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KlConfig {
-    /// Coefficient β (0 = off: no reference model is kept).
+    /// Coefficient β (0 = off: no reference model is kept); the adaptive controller's start.
     pub coef: f64,
     /// Per-token estimator (`k1`, `abs`, `k2`, `k3`, `low_var_kl`).
     pub estimator: KlEstimator,
@@ -433,6 +576,27 @@ pub struct KlConfig {
     pub straight_through: bool,
     /// Weigh the KL by the importance ratio (TRL `use_bias_correction_kl`).
     pub importance_weighted: bool,
+    /// Put the penalty in the reward (r_t = score_t − β·KL_t, verl `use_kl_in_reward`) instead
+    /// of the loss.
+    pub in_reward: bool,
+    /// `fixed` or `adaptive` (Ziegler et al.: β follows the measured KL towards `target`);
+    /// adaptive needs `in_reward`.
+    pub controller: KlControllerKind,
+    /// The adaptive controller's target KL.
+    pub target: f64,
+    /// The adaptive controller's horizon (samples over which a full ±20 % correction applies).
+    pub horizon: f64,
+}
+
+/// KL coefficient controllers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlControllerKind {
+    /// β stays `coef`.
+    #[default]
+    Fixed,
+    /// β adapts towards `target`.
+    Adaptive,
 }
 
 impl Default for KlConfig {
@@ -442,19 +606,44 @@ impl Default for KlConfig {
             estimator: KlEstimator::K3,
             straight_through: false,
             importance_weighted: false,
+            in_reward: false,
+            controller: KlControllerKind::Fixed,
+            target: 0.1,
+            horizon: 10_000.0,
         }
     }
 }
 
 impl KlConfig {
-    /// The policy loss's KL term, when on.
+    /// Whether a reference policy is needed.
+    pub fn enabled(&self) -> bool {
+        self.coef > 0.0
+    }
+
+    /// The policy loss's KL term, when the KL is on and in the loss.
     pub fn term(&self) -> Option<KlTerm> {
-        (self.coef > 0.0).then_some(KlTerm {
+        (self.coef > 0.0 && !self.in_reward).then_some(KlTerm {
             coef: self.coef,
             estimator: self.estimator,
             straight_through: self.straight_through,
             importance_weighted: self.importance_weighted,
         })
+    }
+
+    /// The controller of the reward penalty, when the KL is on and in the reward.
+    pub fn reward_controller(&self) -> Option<crate::kl::controller::KlController> {
+        if !(self.coef > 0.0 && self.in_reward) {
+            return None;
+        }
+        match self.controller {
+            KlControllerKind::Fixed => crate::kl::controller::KlController::fixed(self.coef).ok(),
+            KlControllerKind::Adaptive => crate::kl::controller::KlController::adaptive(
+                self.coef,
+                self.target,
+                self.horizon,
+            )
+            .ok(),
+        }
     }
 }
 

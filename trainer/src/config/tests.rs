@@ -48,7 +48,8 @@ fn defaults_fill_in_and_the_task_is_kept() {
     let c = parse(GRPO, &[]).unwrap();
     assert_eq!(c.seed, 7);
     assert_eq!(c.algorithm.epochs, 1);
-    assert_eq!(c.rollout.engine, "local");
+    assert_eq!(c.rollout.engine, super::EngineSpec::Name("local".into()));
+    assert_eq!(c.rollout.engine.urls(), None);
     assert_eq!(c.optim.max_grad_norm, Some(1.0));
     assert_eq!(c.task.as_ref().unwrap().name.as_deref(), Some("arith"));
     load(GRPO, &[]).unwrap();
@@ -97,8 +98,23 @@ fn validation_names_the_key_before_any_work() {
     let (key, msg) = err_of(load(GRPO, &["rollout.n=1"]));
     assert_eq!(key, "rollout.n");
     assert!(msg.contains("n >= 2"), "{msg}");
-    let (key, _) = err_of(load(GRPO, &["rollout.engine=http://x"]));
+    let (key, msg) = err_of(load(GRPO, &["rollout.engine=tcp://x"]));
+    assert_eq!(key, "rollout.engine", "{msg}");
+    let (key, _) = err_of(load(GRPO, &["rollout.engine=[]"]));
     assert_eq!(key, "rollout.engine");
+    let c = load(GRPO, &["rollout.engine=[\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]"]).unwrap();
+    assert_eq!(c.config.rollout.engine.urls().unwrap().len(), 2);
+    let (key, _) = err_of(load(GRPO, &["algorithm.micro_batch_size=0"]));
+    assert_eq!(key, "algorithm.micro_batch_size");
+    let (key, _) = err_of(load(GRPO, &["kl.controller=\"adaptive\""]));
+    assert_eq!(key, "kl.controller");
+    let (key, _) = err_of(load(GRPO, &["algorithm.advantage.estimator=\"ppo\""]));
+    assert_eq!(key, "algorithm.advantage.estimator");
+    let (key, _) = err_of(load(
+        GRPO,
+        &["rollout.max_tokens=8", "algorithm.overlong.buffer_tokens=8"],
+    ));
+    assert_eq!(key, "algorithm.overlong.buffer_tokens");
     let (key, _) = err_of(load(GRPO, &["optim.lr=-1"]));
     assert_eq!(key, "optim.lr");
     let (key, _) = err_of(load(GRPO, &["rollout.top_p=2.0"]));

@@ -68,14 +68,28 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
         return err("algorithm.max_seq_len", "must be at least 2".into());
     }
     let r = &c.rollout;
-    if r.engine != "local" {
-        return err(
-            "rollout.engine",
-            format!(
-                "`{}`: this version runs the in-process engine only (`local`); remote `oxrl serve` engines come later",
-                r.engine
-            ),
-        );
+    if let Some(urls) = r.engine.urls() {
+        if urls.is_empty() {
+            return err(
+                "rollout.engine",
+                "an empty list: give `\"local\"` or the URLs of `oxrl serve` processes".into(),
+            );
+        }
+        if let Some(u) = urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return err(
+                "rollout.engine",
+                format!("`{u}`: expected `\"local\"` or server URLs like `http://127.0.0.1:8000`"),
+            );
+        }
+        if !(r.timeout_s.is_finite() && r.timeout_s > 0.0) {
+            return err(
+                "rollout.timeout_s",
+                format!("must be a positive number of seconds, got {}", r.timeout_s),
+            );
+        }
     }
     if a.name == AlgorithmName::Grpo {
         if a.advantage.estimator.needs_groups() && r.n < 2 {
@@ -93,11 +107,47 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
                 return err("algorithm.mini_batch_size", "must be at least 1".into());
             }
         }
-        if r.temperature != 1.0 {
+        if let Some(m) = a.micro_batch_size {
+            if m == 0 {
+                return err("algorithm.micro_batch_size", "must be at least 1".into());
+            }
+        }
+        let o = &a.overlong;
+        if o.buffer_tokens >= r.max_tokens.max(1) && o.buffer_tokens > 0 {
+            return err(
+                "algorithm.overlong.buffer_tokens",
+                format!(
+                    "must be below rollout.max_tokens ({}), got {}",
+                    r.max_tokens, o.buffer_tokens
+                ),
+            );
+        }
+        if !(o.penalty.is_finite() && o.penalty >= 0.0) {
+            return err(
+                "algorithm.overlong.penalty",
+                format!("must be a number >= 0, got {}", o.penalty),
+            );
+        }
+        let k = &c.kl;
+        if k.controller == super::KlControllerKind::Adaptive {
+            if !k.in_reward {
+                return err(
+                    "kl.controller",
+                    "the adaptive controller steers the KL penalty in the reward: set kl.in_reward = true".into(),
+                );
+            }
+            if !(k.target.is_finite() && k.target > 0.0) {
+                return err("kl.target", format!("must be > 0, got {}", k.target));
+            }
+            if !(k.horizon.is_finite() && k.horizon > 0.0) {
+                return err("kl.horizon", format!("must be > 0, got {}", k.horizon));
+            }
+        }
+        if !(r.temperature.is_finite() && r.temperature > 0.0) {
             return err(
                 "rollout.temperature",
                 format!(
-                    "GRPO samples at temperature 1 in this version (the training forward recomputes untempered logprobs, so the on-policy ratio would not be 1); got {}",
+                    "GRPO samples its groups: the temperature must be a positive number (0 is greedy: every completion of a group would be the same); got {}",
                     r.temperature
                 ),
             );

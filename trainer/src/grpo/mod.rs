@@ -1,0 +1,254 @@
+//! One GRPO-family step: collect scored groups through the [`RolloutClient`] (with DAPO's
+//! dynamic sampling and overlong shaping, [`collect`]) → advantages of the configured estimator,
+//! with the KL penalty in the reward when asked ([`advantage`]) → the configured policy loss over
+//! `epochs` passes of shuffled mini-batches with gradient accumulation ([`optimize`]) → publish
+//! the new weights (in-process: a version bump on shared tensors; remote: `POST /v1/weights`).
+//!
+//! The old-policy logprobs are the engine's own (one decoder serves both, at the sampling
+//! temperature), so nothing is recomputed before the first update; the step records how far the
+//! trainer's recomputed logprobs are from them on the first mini-batch
+//! (`onpolicy_max_abs_logprob_diff`, expected ≈ 1e-6, and `onpolicy_max_abs_ratio_dev`). Every
+//! completion must carry the policy version served when the step began, and the version after
+//! the step must be one higher.
+
+pub mod advantage;
+pub mod collect;
+pub mod optimize;
+pub mod shaping;
+
+use crate::batch::{pad, Sequence};
+use crate::checkpoint::TrainerState;
+use crate::config::{validate::sampling_params, TrainConfig};
+use crate::metrics::{num, Record};
+use crate::policy::Policy;
+use crate::reward::Reward;
+use crate::task::Task;
+use crate::train_error::{TrainError, TrainResult};
+use oxrl_rollout::{FinishReason, RolloutClient};
+use std::time::Instant;
+
+fn mean(acc: (f64, usize)) -> serde_json::Value {
+    if acc.1 == 0 {
+        serde_json::Value::Null
+    } else {
+        num(acc.0 / acc.1 as f64)
+    }
+}
+
+/// Reference logprobs of every completion (completion-aligned rows), in passes of `chunk`.
+fn reference_rows(
+    policy: &Policy,
+    groups: &[collect::Group<'_>],
+    chunk: usize,
+    temperature: f32,
+) -> TrainResult<Vec<Vec<f32>>> {
+    let device = policy.model.device().clone();
+    let mut items = Vec::new();
+    for g in groups {
+        for c in &g.completions {
+            items.push((
+                g.prompt.len(),
+                c.token_ids.len(),
+                Sequence::prompt_completion(&g.prompt, &c.token_ids, None, 0.0),
+            ));
+        }
+    }
+    let mut rows = Vec::with_capacity(items.len());
+    for part in items.chunks(chunk.max(1)) {
+        let seqs: Vec<&Sequence> = part.iter().map(|(_, _, s)| s).collect();
+        let batch = pad(&seqs, &device)?;
+        let lp = policy
+            .reference_logprobs(&batch, temperature)?
+            .ok_or_else(|| TrainError::Invariant("KL in the reward without a reference".into()))?
+            .to_vec2::<f32>()?;
+        for ((p, c, _), row) in part.iter().zip(lp) {
+            rows.push(row[*p..*p + *c].to_vec());
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs GRPO step `state.step + 1`, advancing `state`, and returns its metrics record.
+pub fn step(
+    policy: &mut Policy,
+    client: &dyn RolloutClient,
+    task: &Task,
+    reward: &Reward,
+    cfg: &TrainConfig,
+    state: &mut TrainerState,
+) -> TrainResult<Record> {
+    let started = Instant::now();
+    let step = state.step + 1;
+    let a = &cfg.algorithm;
+    let n = cfg.rollout.n;
+    let version = client.policy_version();
+
+    // Rollouts and rewards.
+    let got = collect::collect(
+        client,
+        &policy.tokenizer,
+        task,
+        reward,
+        cfg,
+        step,
+        state.data_position,
+        |seed| sampling_params(cfg, n, seed),
+    )?;
+
+    // Advantages (KL in the reward first, when on).
+    let adv_start = Instant::now();
+    let mut controller = match (&state.kl_controller, cfg.kl.reward_controller()) {
+        (Some(c), Some(_)) => Some(c.clone()),
+        (None, c) => c,
+        (Some(_), None) => None,
+    };
+    let refs = if controller.is_some() && !got.groups.is_empty() {
+        let chunk = a.micro_batch_size.unwrap_or(a.mini_batch_size.unwrap_or(16));
+        Some(reference_rows(
+            policy,
+            &got.groups,
+            chunk,
+            cfg.rollout.temperature,
+        )?)
+    } else {
+        None
+    };
+    let adv = advantage::compute(
+        &got.groups,
+        cfg,
+        refs.as_deref(),
+        if refs.is_some() {
+            controller.as_mut()
+        } else {
+            None
+        },
+    )?;
+    let reference_s = adv_start.elapsed().as_secs_f64();
+
+    // Training sequences.
+    let mut seqs = Vec::with_capacity(adv.rows.len());
+    let mut filtered = 0usize;
+    let mut row = adv.rows.iter();
+    for g in &got.groups {
+        for c in &g.completions {
+            let a_row = row
+                .next()
+                .ok_or_else(|| TrainError::Invariant("fewer advantage rows than completions".into()))?;
+            let mut s = Sequence::prompt_completion(&g.prompt, &c.token_ids, Some(&c.logprobs), 0.0)
+                .with_completion_advantages(g.prompt.len(), a_row);
+            if a.overlong.filter && c.finish_reason == FinishReason::Length {
+                s = s.without_targets();
+                filtered += 1;
+            }
+            seqs.push(s);
+        }
+    }
+    let kept = seqs.len();
+    let response_len = seqs
+        .iter()
+        .zip(got.groups.iter().flat_map(|g| g.completions.iter()))
+        .map(|(_, c)| c.token_ids.len())
+        .sum::<usize>() as f64
+        / kept.max(1) as f64;
+
+    // Optimisation.
+    let train_start = Instant::now();
+    let mut bapo = if a.policy_loss.bapo.restart {
+        None
+    } else {
+        state.bapo
+    };
+    let sums = optimize::optimize(policy, &seqs, cfg, step, &mut bapo)?;
+    let train_s = train_start.elapsed().as_secs_f64();
+
+    // Weight sync.
+    let sync_start = Instant::now();
+    let new_version = if sums.steps > 0 {
+        let v = client
+            .sync_weights(&policy.model)
+            .map_err(|e| TrainError::Rollout(e.to_string()))?;
+        if v != version + 1 {
+            return Err(TrainError::Invariant(format!(
+                "policy version went {version} → {v}, expected {}",
+                version + 1
+            )));
+        }
+        v
+    } else {
+        version
+    };
+    let sync_s = sync_start.elapsed().as_secs_f64();
+
+    state.step = step;
+    state.data_position += got.prompts_drawn as u64;
+    state.policy_version = new_version;
+    state.kl_controller = controller;
+    state.bapo = bapo;
+
+    let rewards: Vec<f64> = got.groups.iter().flat_map(|g| g.rewards.clone()).collect();
+    let train_reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+    let reward_std = (rewards
+        .iter()
+        .map(|r| (r - train_reward).powi(2))
+        .sum::<f64>()
+        / rewards.len().max(1) as f64)
+        .sqrt();
+    let (lp_diff, ratio_dev) = sums.onpolicy.unwrap_or((f64::NAN, f64::NAN));
+    let step_s = started.elapsed().as_secs_f64();
+    let mut r = Record::new();
+    r.insert("step".into(), step.into());
+    r.insert("policy_version".into(), new_version.into());
+    r.insert("version_lag".into(), 0u64.into());
+    r.insert("loss".into(), num(sums.loss / sums.steps.max(1) as f64));
+    r.insert("reward".into(), num(got.reward_mean));
+    r.insert("train_reward".into(), num(train_reward));
+    r.insert("reward_std".into(), num(reward_std));
+    r.insert("accuracy".into(), num(got.accuracy));
+    r.insert("kl".into(), mean(sums.kl));
+    if let Some(k) = adv.reward_kl {
+        r.insert("reward_kl".into(), num(k));
+    }
+    if let Some(b) = adv.reward_kl_coef {
+        r.insert("kl_coef".into(), num(b));
+    }
+    r.insert("approx_kl".into(), mean(sums.approx_kl));
+    r.insert("entropy".into(), mean(sums.entropy));
+    r.insert("clip_fraction".into(), mean(sums.clip));
+    if let Some(b) = &state.bapo {
+        r.insert("bapo_c_low".into(), num(b.c_low));
+        r.insert("bapo_c_high".into(), num(b.c_high));
+    }
+    r.insert(
+        "grad_norm".into(),
+        num(sums.grad_norm / sums.steps.max(1) as f64),
+    );
+    r.insert("lr".into(), num(sums.lr));
+    r.insert("optimizer_steps".into(), sums.steps.into());
+    r.insert("skipped_steps".into(), sums.skipped.into());
+    r.insert("onpolicy_max_abs_logprob_diff".into(), num(lp_diff));
+    r.insert("onpolicy_max_abs_ratio_dev".into(), num(ratio_dev));
+    r.insert("response_length".into(), num(response_len));
+    r.insert("verifier_errors".into(), got.verifier_errors.into());
+    r.insert("completions".into(), got.sampled.into());
+    r.insert("trained_completions".into(), kept.into());
+    r.insert("truncated".into(), got.truncated.into());
+    r.insert("overlong_filtered".into(), filtered.into());
+    r.insert("dapo_refills".into(), got.refills.into());
+    r.insert("dapo_dropped_groups".into(), got.dropped_groups.into());
+    r.insert("rollout_tokens".into(), got.generated_tokens.into());
+    r.insert(
+        "tokens_per_s".into(),
+        num(got.generated_tokens as f64 / got.rollout_s.max(1e-9)),
+    );
+    r.insert(
+        "train_tokens_per_s".into(),
+        num(sums.train_tokens as f64 / train_s.max(1e-9)),
+    );
+    r.insert("rollout_s".into(), num(got.rollout_s));
+    r.insert("verify_s".into(), num(got.verify_s));
+    r.insert("reference_s".into(), num(reference_s));
+    r.insert("train_s".into(), num(train_s));
+    r.insert("sync_s".into(), num(sync_s));
+    r.insert("step_s".into(), num(step_s));
+    Ok(r)
+}

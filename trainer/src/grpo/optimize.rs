@@ -1,0 +1,186 @@
+//! The optimisation phase of a GRPO step: `epochs` passes over the rollout batch in shuffled
+//! mini-batches, one AdamW step per mini-batch, each mini-batch's gradient accumulated over
+//! micro-batches. The aggregation normalisers (tokens, sequences, the `…-norm` length) are the
+//! mini-batch's, so accumulating micro-batches gives the same loss and gradient as one pass.
+//!
+//! The first mini-batch is scored before any update: how far the trainer's recomputed logprobs
+//! are from the rollout's (`onpolicy_*`), which one decoder for both keeps at ≈ 1e-6.
+
+use crate::aggregation::AggregationNorm;
+use crate::batch::{pad, Sequence};
+use crate::config::TrainConfig;
+use crate::policy::Policy;
+use crate::policy_loss::bapo::BapoState;
+use crate::policy_loss::{policy_loss, PolicyLossExtras};
+use crate::seeds::{derive, Purpose};
+use crate::train_error::{TrainError, TrainResult};
+use candle_core::{DType, Tensor};
+use oxrl_datasets::shuffle::permutation;
+use oxrl_models::TrainForward;
+
+/// Running sums of per-micro-batch metrics.
+#[derive(Debug, Default)]
+pub struct Sums {
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Σ mini-batch losses.
+    pub loss: f64,
+    /// Σ gradient norms.
+    pub grad_norm: f64,
+    /// Clip fraction (sum, count).
+    pub clip: (f64, usize),
+    /// KL in the loss (sum, count).
+    pub kl: (f64, usize),
+    /// Entropy (sum, count).
+    pub entropy: (f64, usize),
+    /// Approximate KL old → new (sum, count).
+    pub approx_kl: (f64, usize),
+    /// Steps skipped for a non-finite gradient norm.
+    pub skipped: usize,
+    /// The last learning rate.
+    pub lr: f64,
+    /// Real tokens through the training forward.
+    pub train_tokens: usize,
+    /// `(max |Δ logprob|, max |ratio − 1|)` on the first mini-batch, before any update.
+    pub onpolicy: Option<(f64, f64)>,
+}
+
+fn add(acc: &mut (f64, usize), v: Option<f64>) {
+    if let Some(v) = v.filter(|v| v.is_finite()) {
+        acc.0 += v;
+        acc.1 += 1;
+    }
+}
+
+/// Largest |log π_θ − log π_rollout| and |π_θ/π_rollout − 1| over the mask.
+fn onpolicy_deviation(logp: &Tensor, old: &Tensor, mask: &Tensor) -> TrainResult<(f64, f64)> {
+    let f = |t: &Tensor| -> TrainResult<Vec<f32>> {
+        Ok(t.detach()
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    };
+    let (lp, old, m) = (f(logp)?, f(old)?, f(mask)?);
+    let mut max_diff = 0f64;
+    let mut max_ratio = 0f64;
+    for i in 0..lp.len() {
+        if m[i] > 0.0 {
+            let d = f64::from(lp[i]) - f64::from(old[i]);
+            max_diff = max_diff.max(d.abs());
+            max_ratio = max_ratio.max((d.exp() - 1.0).abs());
+        }
+    }
+    Ok((max_diff, max_ratio))
+}
+
+/// The normalisers of a mini-batch (floored at 1).
+fn mini_batch_norm(seqs: &[&Sequence], max_tokens: usize) -> AggregationNorm {
+    let tokens: usize = seqs.iter().map(|s| s.target_tokens()).sum();
+    let rows = seqs.iter().filter(|s| s.target_tokens() > 0).count();
+    AggregationNorm {
+        num_tokens: Some(tokens.max(1) as f64),
+        num_sequences: Some(rows.max(1) as f64),
+        length: Some(max_tokens.max(1) as f64),
+        dp_size: 1.0,
+    }
+}
+
+/// Runs the optimisation of step `step` over `seqs`; `bapo` carries BAPO's bounds across calls.
+pub fn optimize(
+    policy: &mut Policy,
+    seqs: &[Sequence],
+    cfg: &TrainConfig,
+    step: u64,
+    bapo: &mut Option<BapoState>,
+) -> TrainResult<Sums> {
+    let a = &cfg.algorithm;
+    let total = seqs.len();
+    let mut sums = Sums::default();
+    if total == 0 {
+        return Ok(sums);
+    }
+    let device = policy.model.device().clone();
+    let temperature = cfg.rollout.temperature;
+    let mut loss_cfg = a.policy_loss.clone();
+    loss_cfg.kl = cfg.kl.term();
+    let mb = a.mini_batch_size.unwrap_or(total).clamp(1, total);
+    for epoch in 0..a.epochs {
+        let order = permutation(
+            total,
+            derive(cfg.seed, Purpose::MiniBatches, step, epoch as u64),
+        );
+        for mini in order.chunks(mb) {
+            let mini: Vec<&Sequence> = mini.iter().map(|&i| &seqs[i]).collect();
+            let norm = mini_batch_norm(&mini, cfg.rollout.max_tokens);
+            let micro = a.micro_batch_size.unwrap_or(mini.len()).clamp(1, mini.len());
+            let mut grads = None;
+            let mut mini_loss = 0f64;
+            let mut deviation: Option<(f64, f64)> = None;
+            for part in mini.chunks(micro) {
+                let batch = pad(part, &device)?;
+                sums.train_tokens += batch.total_tokens;
+                let out = policy.model.token_logprobs(
+                    &batch.ids,
+                    &batch.lengths,
+                    TrainForward {
+                        track: true,
+                        adapters: true,
+                        entropy: true,
+                        temperature,
+                    },
+                )?;
+                let old = batch
+                    .old_logprobs
+                    .as_ref()
+                    .ok_or_else(|| TrainError::Invariant("rollout logprobs missing".into()))?;
+                if sums.onpolicy.is_none() {
+                    let (d, r) = onpolicy_deviation(&out.logprobs, old, &batch.mask)?;
+                    let (d0, r0) = deviation.unwrap_or((0.0, 0.0));
+                    deviation = Some((d0.max(d), r0.max(r)));
+                }
+                let ref_lp = if loss_cfg.kl.is_some() {
+                    policy.reference_logprobs(&batch, temperature)?
+                } else {
+                    None
+                };
+                let extras = PolicyLossExtras {
+                    ref_logp: ref_lp.as_ref(),
+                    entropies: out.entropy.as_ref(),
+                    norm,
+                    bapo_state: *bapo,
+                    rollout_logp: Some(old),
+                    ..PolicyLossExtras::default()
+                };
+                let lo = policy_loss(
+                    &out.logprobs,
+                    Some(old),
+                    &batch.advantages,
+                    &batch.mask,
+                    &loss_cfg,
+                    &extras,
+                )?;
+                if let Some(s) = lo.bapo_state {
+                    *bapo = Some(s);
+                }
+                mini_loss += lo.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                policy.accumulate(&mut grads, &lo.loss)?;
+                add(&mut sums.clip, lo.metrics.clip_frac);
+                add(&mut sums.kl, lo.metrics.kl);
+                add(&mut sums.entropy, lo.metrics.entropy);
+                add(&mut sums.approx_kl, lo.metrics.approx_kl);
+            }
+            if sums.onpolicy.is_none() {
+                sums.onpolicy = deviation;
+            }
+            let grads =
+                grads.ok_or_else(|| TrainError::Invariant("a mini-batch had no micro-batch".into()))?;
+            let info = policy.apply(grads)?;
+            sums.steps += 1;
+            sums.loss += mini_loss;
+            sums.grad_norm += info.grad_norm;
+            sums.lr = info.lr;
+            sums.skipped += usize::from(info.skipped);
+        }
+    }
+    Ok(sums)
+}
