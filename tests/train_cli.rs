@@ -4,52 +4,11 @@
 //! checkpoints; `--resume latest` continues at the next step exactly as the uninterrupted run;
 //! bad configurations fail before any work with an error naming the key.
 
+mod train_support;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name)
-}
-
-fn train(config: &Path, sets: &[String], extra: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_oxrl"));
-    c.arg("train").arg(config).arg("--quiet");
-    for s in sets {
-        c.arg("--set").arg(s);
-    }
-    c.args(extra).output().expect("runs oxrl")
-}
-
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "oxrl train failed:\nstdout: {}\nstderr: {stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn records(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn f(r: &serde_json::Map<String, Value>, k: &str) -> f64 {
-    r.get(k)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("no `{k}` in {r:?}"))
-}
-
-fn out_dir(d: &Path) -> String {
-    format!("output_dir={}", d.display())
-}
+use std::path::Path;
+use train_support::*;
 
 #[test]
 fn sft_lowers_the_loss_and_writes_a_loadable_checkpoint() {
@@ -101,13 +60,6 @@ fn sft_lowers_the_loss_and_writes_a_loadable_checkpoint() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn strip_times(r: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
-    r.iter()
-        .filter(|(k, _)| !k.ends_with("_s") && !k.contains("per_s"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 #[test]
