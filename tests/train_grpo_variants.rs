@@ -63,12 +63,21 @@ fn micro_batches_accumulate_to_the_same_update() {
     let b = run(micro.path(), &sets);
     for (x, y) in a.iter().zip(&b) {
         let (lx, ly) = (f(x, "loss"), f(y, "loss"));
-        assert!((lx - ly).abs() <= 1e-6 + 1e-5 * lx.abs(), "loss {lx} vs {ly}");
+        assert!(
+            (lx - ly).abs() <= 1e-6 + 1e-5 * lx.abs(),
+            "loss {lx} vs {ly}"
+        );
         let (gx, gy) = (f(x, "grad_norm"), f(y, "grad_norm"));
-        assert!((gx - gy).abs() <= 1e-5 * gx.max(1e-6), "grad norm {gx} vs {gy}");
+        assert!(
+            (gx - gy).abs() <= 1e-5 * gx.max(1e-6),
+            "grad norm {gx} vs {gy}"
+        );
     }
     let file = |d: &Path| d.join("checkpoints/step-000002/model.safetensors");
-    for name in ["model.layers.0.self_attn.q_proj.weight", "model.norm.weight"] {
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.norm.weight",
+    ] {
         let (wa, wb) = (
             tensor_f32(&file(whole.path()), name),
             tensor_f32(&file(micro.path()), name),
@@ -199,8 +208,9 @@ fn kl_in_the_reward_adapts_its_coefficient_and_resumes_it() {
         assert!(f(r, "reward_kl") >= 0.0);
         assert!(r["kl"].is_null(), "the KL is not in the loss");
     }
-    let state = std::fs::read_to_string(a.path().join("checkpoints/step-000002/trainer_state.json"))
-        .unwrap();
+    let state =
+        std::fs::read_to_string(a.path().join("checkpoints/step-000002/trainer_state.json"))
+            .unwrap();
     assert!(state.contains("adaptive"), "{state}");
     // Stop after 2, resume: step 3 uses the restored β.
     let mut sets = common.to_vec();
@@ -227,10 +237,14 @@ fn bapo_bounds_carry_over_steps_and_checkpoints() {
         ],
     );
     for r in &recs {
-        assert!(f(r, "bapo_c_low") > 0.0 && f(r, "bapo_c_high") > 1.0, "{r:?}");
+        assert!(
+            f(r, "bapo_c_low") > 0.0 && f(r, "bapo_c_high") > 1.0,
+            "{r:?}"
+        );
     }
-    let state = std::fs::read_to_string(d.path().join("checkpoints/step-000002/trainer_state.json"))
-        .unwrap();
+    let state =
+        std::fs::read_to_string(d.path().join("checkpoints/step-000002/trainer_state.json"))
+            .unwrap();
     let v: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert_eq!(
         v["bapo"]["c_high"].as_f64().unwrap(),

@@ -42,7 +42,10 @@ fn remote_config(dir: &Path, model: &Path) -> std::path::PathBuf {
         "init = \"tiny\"",
         &format!("path = \"{}\"", model.display()),
     );
-    assert!(text.contains("path = "), "the example builds the tiny model");
+    assert!(
+        text.contains("path = "),
+        "the example builds the tiny model"
+    );
     let p = dir.join("grpo-remote.toml");
     std::fs::write(&p, text).unwrap();
     p

@@ -1,10 +1,14 @@
 //! `oxrl train CONFIG.toml [--set key=value …] [--resume DIR|latest]`: parses the arguments and
-//! hands the configuration to the trainer library (`oxrl_trainer::train_loop`).
+//! hands the configuration to the trainer library (`oxrl_trainer::train_loop`). Ctrl-C asks the
+//! run to stop after the current step with a checkpoint (exit code 130); a second Ctrl-C exits
+//! at once.
 
 use anyhow::Context;
 use oxrl_trainer::config::{Override, TrainConfig};
 use oxrl_trainer::train_loop::{train, TrainOptions};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Arguments of `oxrl train`.
 #[derive(clap::Args, Debug)]
@@ -30,9 +34,20 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         .map(|s| Override::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let loaded = TrainConfig::load(&a.config, &overrides)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting now (the last checkpoint is intact)");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: stopping after the current step with a checkpoint (Ctrl-C again to exit now)");
+    })
+    .context("installing the Ctrl-C handler")?;
     let opts = TrainOptions {
         resume: a.resume,
         progress: a.quiet.then_some(false),
+        stop: Some(stop),
     };
     let s = train(&loaded, &opts).with_context(|| format!("training {}", a.config.display()))?;
     let first = s
@@ -62,6 +77,13 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     println!("metrics: {}", s.metrics_path.display());
     if let Some(c) = &s.checkpoint {
         println!("checkpoint: {}", c.display());
+    }
+    if s.interrupted {
+        println!(
+            "stopped early after step {} (interrupt); continue with --resume latest",
+            s.last_step
+        );
+        std::process::exit(130);
     }
     Ok(())
 }

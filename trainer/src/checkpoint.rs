@@ -107,6 +107,7 @@ fn write_contents(
     });
     write_text(&tmp.join("config.json"), &pretty(&cfg)?)?;
     oxrl_models::weights::save_file(&model.named_tensors(true)?, &tmp.join("model.safetensors"))?;
+    crate::fault::pause_at("checkpoint-write", state.step, None);
     tokenizer.save(tmp)?;
     if state.lora {
         let map = model

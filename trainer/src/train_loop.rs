@@ -24,6 +24,7 @@ use oxrl_rollout::{
     EngineConfig, EngineHandle, HttpClientConfig, HttpRolloutClient, RolloutClient, TokenDecoder,
 };
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// How to run (besides the configuration).
@@ -33,6 +34,8 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Show the progress bar (default: the config's `log.progress`).
     pub progress: Option<bool>,
+    /// Set (by the binary's Ctrl-C handler) to stop after the current step, with a checkpoint.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a finished run reports.
@@ -50,6 +53,8 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
     /// The records this invocation wrote, in order.
     pub records: Vec<Record>,
+    /// The run stopped early on request (Ctrl-C), after `last_step`, with a checkpoint.
+    pub interrupted: bool,
 }
 
 /// The name of an algorithm as stored in checkpoints.
@@ -356,6 +361,9 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         ));
         records.push(rec);
     }
+    let stop_requested = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+    let mut interrupted = false;
+    let plot_path = out.join(crate::plot::PLOT_FILE);
     let result = (|| -> TrainResult<()> {
         while run.state.step < total {
             let mut rec = match cfg.algorithm.name {
@@ -383,10 +391,26 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
             metrics.write(&rec)?;
             progress.step(&rec);
             records.push(rec);
+            if cfg.log.plot {
+                if let Err(e) = crate::plot::draw(&metrics_path, &plot_path) {
+                    progress.println(&format!("plot not drawn: {e}"));
+                }
+            }
             let every = cfg.checkpoint.every as u64;
             let periodic = every > 0 && step.is_multiple_of(every);
-            if periodic || (cfg.checkpoint.at_end && step == total) {
+            let saved = if periodic || (cfg.checkpoint.at_end && step == total) {
                 last_ckpt = Some(run.save_checkpoint()?);
+                true
+            } else {
+                false
+            };
+            crate::fault::pause_at("after-step", step, opts.stop.as_deref());
+            if stop_requested() && step < total {
+                if !saved {
+                    last_ckpt = Some(run.save_checkpoint()?);
+                }
+                interrupted = true;
+                break;
             }
         }
         Ok(())
@@ -403,5 +427,6 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         last_step: run.state.step,
         checkpoint: last_ckpt,
         records,
+        interrupted,
     })
 }

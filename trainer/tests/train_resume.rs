@@ -69,6 +69,7 @@ fn run(dir: &Path, sets: &[&str], resume: Option<PathBuf>) {
         &TrainOptions {
             resume,
             progress: Some(false),
+            stop: None,
         },
     )
     .unwrap();

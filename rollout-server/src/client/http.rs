@@ -17,8 +17,7 @@
 
 use super::{RolloutClient, RolloutError};
 use crate::types::{
-    Completion, RolloutRequest, RolloutResponse, RolloutsRequest, RolloutsResponse,
-    WeightsResponse,
+    Completion, RolloutRequest, RolloutResponse, RolloutsRequest, RolloutsResponse, WeightsResponse,
 };
 use oxrl_models::weights::tensors_to_safetensors_bytes;
 use oxrl_models::Transformer;
@@ -270,7 +269,9 @@ impl RolloutClient for HttpRolloutClient {
                     let server = self.acquire();
                     scope.spawn(move || {
                         let out = self.one_rollout(server, r);
-                        self.servers[server].in_flight.fetch_sub(1, Ordering::SeqCst);
+                        self.servers[server]
+                            .in_flight
+                            .fetch_sub(1, Ordering::SeqCst);
                         out
                     })
                 })
@@ -299,7 +300,10 @@ impl RolloutClient for HttpRolloutClient {
         let mut tensors = model
             .weights_changed_by_training()
             .map_err(|e| RolloutError::Protocol(format!("collecting the weights: {e}")))?;
-        if std::env::var(CORRUPT_SYNC_ENV).ok().and_then(|v| v.parse::<u64>().ok()) == Some(sync)
+        if std::env::var(CORRUPT_SYNC_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(sync)
         {
             // Fault injection: one NaN in one tensor; the server must refuse the whole update.
             if let Some(name) = tensors.keys().min().cloned() {
@@ -352,7 +356,9 @@ impl RolloutClient for HttpRolloutClient {
                 .into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Err(RolloutError::Transport("a weight-sync thread panicked".into()))
+                        Err(RolloutError::Transport(
+                            "a weight-sync thread panicked".into(),
+                        ))
                     })
                 })
                 .collect()

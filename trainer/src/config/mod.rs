@@ -637,12 +637,10 @@ impl KlConfig {
         }
         match self.controller {
             KlControllerKind::Fixed => crate::kl::controller::KlController::fixed(self.coef).ok(),
-            KlControllerKind::Adaptive => crate::kl::controller::KlController::adaptive(
-                self.coef,
-                self.target,
-                self.horizon,
-            )
-            .ok(),
+            KlControllerKind::Adaptive => {
+                crate::kl::controller::KlController::adaptive(self.coef, self.target, self.horizon)
+                    .ok()
+            }
         }
     }
 }
@@ -705,6 +703,9 @@ pub struct LogConfig {
     pub metrics_file: String,
     /// Show the progress bar on the console.
     pub progress: bool,
+    /// Redraw `metrics.png` (reward / accuracy, KL, response length, loss over steps) in
+    /// `output_dir` after every step.
+    pub plot: bool,
 }
 
 impl Default for LogConfig {
@@ -712,6 +713,7 @@ impl Default for LogConfig {
         Self {
             metrics_file: "metrics.jsonl".into(),
             progress: true,
+            plot: true,
         }
     }
 }

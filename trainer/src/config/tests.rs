@@ -102,7 +102,11 @@ fn validation_names_the_key_before_any_work() {
     assert_eq!(key, "rollout.engine", "{msg}");
     let (key, _) = err_of(load(GRPO, &["rollout.engine=[]"]));
     assert_eq!(key, "rollout.engine");
-    let c = load(GRPO, &["rollout.engine=[\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]"]).unwrap();
+    let c = load(
+        GRPO,
+        &["rollout.engine=[\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]"],
+    )
+    .unwrap();
     assert_eq!(c.config.rollout.engine.urls().unwrap().len(), 2);
     let (key, _) = err_of(load(GRPO, &["algorithm.micro_batch_size=0"]));
     assert_eq!(key, "algorithm.micro_batch_size");

@@ -80,14 +80,8 @@ pub fn compute(
                 }
             }
             let beta = ctrl.value();
-            let shaped = apply_kl_penalty(
-                &scores,
-                &old_t,
-                &t(r)?,
-                &mask_t,
-                cfg.kl.estimator,
-                beta,
-            )?;
+            let shaped =
+                apply_kl_penalty(&scores, &old_t, &t(r)?, &mask_t, cfg.kl.estimator, beta)?;
             ctrl.update(shaped.current_kl, n)?;
             (
                 shaped.token_level_rewards,

@@ -103,7 +103,9 @@ pub fn step(
         (Some(_), None) => None,
     };
     let refs = if controller.is_some() && !got.groups.is_empty() {
-        let chunk = a.micro_batch_size.unwrap_or(a.mini_batch_size.unwrap_or(16));
+        let chunk = a
+            .micro_batch_size
+            .unwrap_or(a.mini_batch_size.unwrap_or(16));
         Some(reference_rows(
             policy,
             &got.groups,
@@ -131,11 +133,12 @@ pub fn step(
     let mut row = adv.rows.iter();
     for g in &got.groups {
         for c in &g.completions {
-            let a_row = row
-                .next()
-                .ok_or_else(|| TrainError::Invariant("fewer advantage rows than completions".into()))?;
-            let mut s = Sequence::prompt_completion(&g.prompt, &c.token_ids, Some(&c.logprobs), 0.0)
-                .with_completion_advantages(g.prompt.len(), a_row);
+            let a_row = row.next().ok_or_else(|| {
+                TrainError::Invariant("fewer advantage rows than completions".into())
+            })?;
+            let mut s =
+                Sequence::prompt_completion(&g.prompt, &c.token_ids, Some(&c.logprobs), 0.0)
+                    .with_completion_advantages(g.prompt.len(), a_row);
             if a.overlong.filter && c.finish_reason == FinishReason::Length {
                 s = s.without_targets();
                 filtered += 1;

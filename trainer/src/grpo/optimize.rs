@@ -112,7 +112,10 @@ pub fn optimize(
         for mini in order.chunks(mb) {
             let mini: Vec<&Sequence> = mini.iter().map(|&i| &seqs[i]).collect();
             let norm = mini_batch_norm(&mini, cfg.rollout.max_tokens);
-            let micro = a.micro_batch_size.unwrap_or(mini.len()).clamp(1, mini.len());
+            let micro = a
+                .micro_batch_size
+                .unwrap_or(mini.len())
+                .clamp(1, mini.len());
             let mut grads = None;
             let mut mini_loss = 0f64;
             let mut deviation: Option<(f64, f64)> = None;
@@ -172,8 +175,8 @@ pub fn optimize(
             if sums.onpolicy.is_none() {
                 sums.onpolicy = deviation;
             }
-            let grads =
-                grads.ok_or_else(|| TrainError::Invariant("a mini-batch had no micro-batch".into()))?;
+            let grads = grads
+                .ok_or_else(|| TrainError::Invariant("a mini-batch had no micro-batch".into()))?;
             let info = policy.apply(grads)?;
             sums.steps += 1;
             sums.loss += mini_loss;
