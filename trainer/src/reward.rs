@@ -25,7 +25,7 @@ impl std::fmt::Debug for Reward {
 }
 
 /// The score of one completion as the loop uses it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scored {
     /// The weighted reward.
     pub reward: f32,

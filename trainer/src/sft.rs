@@ -13,11 +13,20 @@ use candle_core::Tensor;
 use oxrl_datasets::{Example, Prompt};
 use oxrl_models::{Tokenizer, TrainForward, Transformer};
 
-/// The text an example is trained to produce, if it has it.
+/// The text an example is trained to produce, if it has it (for `conversation`, the last
+/// assistant turn, as a presence check: every assistant turn is trained).
 pub fn target_text(e: &Example, target: SftTarget) -> Option<&str> {
     match target {
         SftTarget::Completion => e.completion.as_deref(),
         SftTarget::Answer => e.answer.as_deref(),
+        SftTarget::Conversation => match &e.prompt {
+            Prompt::Messages(m) => m
+                .iter()
+                .rev()
+                .find(|m| m.role == "assistant")
+                .map(|m| m.content.as_str()),
+            Prompt::Text(_) => None,
+        },
     }
 }
 
@@ -31,6 +40,9 @@ pub fn encode_example(
     let text = target_text(e, target)
         .ok_or_else(|| TrainError::Invariant(format!("example `{}` has no SFT target", e.id)))?;
     let (mut ids, mut mask) = match &e.prompt {
+        Prompt::Messages(m) if target == SftTarget::Conversation => {
+            tok.encode_chat_with_assistant_mask(&chat_messages(m))?
+        }
         Prompt::Messages(m) => {
             let mut msgs = chat_messages(m);
             msgs.push(oxrl_models::ChatMessage::new("assistant", text));
@@ -171,4 +183,53 @@ pub fn eval_loss(
         count += seqs.len();
     }
     Ok((count > 0).then(|| sum / count as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxrl_datasets::ChatMessage;
+
+    fn msg(role: &str, content: &str) -> ChatMessage {
+        ChatMessage::new(role, content)
+    }
+
+    #[test]
+    fn conversation_target_trains_every_assistant_turn_and_nothing_else() {
+        let tok = oxrl_models::tokenizer::tiny::tiny_tokenizer(320).unwrap();
+        let e = Example {
+            id: "c".into(),
+            prompt: Prompt::Messages(vec![
+                msg("system", "be brief"),
+                msg("user", "say 3"),
+                msg("assistant", "3"),
+                msg("user", "double it"),
+                msg("assistant", "6"),
+            ]),
+            ..Example::default()
+        };
+        assert_eq!(target_text(&e, SftTarget::Conversation), Some("6"));
+        let s = encode_example(&tok, &e, SftTarget::Conversation, 512).unwrap();
+        let trained: Vec<u32> = s
+            .ids
+            .iter()
+            .zip(&s.target)
+            .filter(|(_, &m)| m)
+            .map(|(&i, _)| i)
+            .collect();
+        assert_eq!(
+            tok.decode(&trained, false).unwrap(),
+            "3<|im_end|>6<|im_end|>"
+        );
+        // Truncation keeps the first turn's target.
+        let cut = s.target.iter().rposition(|&m| m).unwrap();
+        let short = encode_example(&tok, &e, SftTarget::Conversation, cut).unwrap();
+        assert!(short.target.iter().any(|&m| m));
+        // A text prompt has no conversation.
+        let t = Example {
+            prompt: Prompt::Text("hi".into()),
+            ..e
+        };
+        assert_eq!(target_text(&t, SftTarget::Conversation), None);
+    }
 }

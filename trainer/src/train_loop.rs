@@ -134,6 +134,8 @@ struct Run<'a> {
     /// The in-process engine, to shut it down at the end.
     local: Option<EngineHandle>,
     state: TrainerState,
+    /// Asynchronous GRPO: the next step's rollouts, gathered during the last step.
+    pending: Option<grpo::pending::PendingRollouts>,
     ckpt_root: PathBuf,
     config_toml: String,
 }
@@ -194,8 +196,12 @@ impl Run<'_> {
 
     fn save_checkpoint(&self) -> TrainResult<PathBuf> {
         let opt = &self.policy.optimizer;
+        let pending = &self.pending;
         let write_opt = |dir: &Path| -> TrainResult<()> {
             opt.save(dir.join(checkpoint::OPTIMIZER_FILE))?;
+            if let Some(p) = pending {
+                p.save(dir)?;
+            }
             Ok(())
         };
         let dir = checkpoint::save(
@@ -265,10 +271,14 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         bapo: None,
     };
     let mut optimizer = AdamW::new(model.trainable_vars(), cfg.optim.adamw())?;
+    let mut pending = None;
     if let Some((dir, st)) = &resume {
         checkpoint::restore_trainable(dir, &model, st.lora)?;
         optimizer.load(dir.join(checkpoint::OPTIMIZER_FILE))?;
         state = st.clone();
+        if cfg.rollout.max_staleness > 0 {
+            pending = grpo::pending::PendingRollouts::load(dir)?;
+        }
     }
     let schedule = LrSchedule::new(
         &cfg.optim.schedule,
@@ -294,6 +304,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         engine: None,
         local: None,
         state,
+        pending,
         ckpt_root,
         config_toml,
     };
@@ -303,8 +314,15 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         match cfg.rollout.engine.urls() {
             None => {
                 let decoder: Arc<dyn TokenDecoder> = Arc::new(run.policy.tokenizer.clone());
+                // Rollouts that overlap training (asynchronous mode) read a snapshot, not the
+                // tensors the optimizer updates in place.
+                let served = if cfg.rollout.max_staleness > 0 {
+                    run.policy.model.inference_snapshot()?
+                } else {
+                    run.policy.model.clone()
+                };
                 let engine = EngineHandle::start(
-                    Arc::new(run.policy.model.clone()),
+                    Arc::new(served),
                     Some(decoder),
                     EngineConfig {
                         eos_token_ids: run.eos.clone(),
@@ -339,6 +357,11 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         }
     }
 
+    if let (Some(p), Some((_, st))) = (run.pending.as_mut(), &resume) {
+        // Remote servers renumber on the initial push: keep the saved rollouts' lag.
+        let lag = st.policy_version.saturating_sub(p.version);
+        p.version = run.state.policy_version.saturating_sub(lag);
+    }
     let metrics_path = out.join(&cfg.log.metrics_file);
     let resumed_from = run.state.step;
     let mut metrics = MetricsFile::open(&metrics_path, resume.as_ref().map(|_| resumed_from))?;
@@ -381,6 +404,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
                         reward,
                         cfg,
                         &mut run.state,
+                        &mut run.pending,
                     )?
                 }
             };

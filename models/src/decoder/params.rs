@@ -319,6 +319,17 @@ impl Transformer {
             .any(|l| l.linears().iter().any(|(_, lin)| lin.lora.is_some()))
     }
 
+    /// An inference copy of the current weights with their own storage (LoRA merged in), so a
+    /// rollout engine can keep generating from it while training updates this model's tensors
+    /// in place (asynchronous rollouts).
+    pub fn inference_snapshot(&self) -> Result<Self> {
+        let mut copied = HashMap::new();
+        for (name, t) in self.named_tensors(true)? {
+            copied.insert(name, t.copy()?);
+        }
+        Self::from_tensors(self.cfg.clone(), copied, self.dtype, &self.device)
+    }
+
     /// A new model with some or all base weights replaced, validated first: every name must be a
     /// weight of this model, shapes must match, values must be finite. `self` is untouched, so a
     /// failed update leaves the old weights serving.

@@ -54,6 +54,12 @@ pub trait RolloutClient: Send + Sync {
     fn sync_weights(&self, model: &Transformer) -> Result<u64, RolloutError>;
     /// Where the rollouts come from, for logs (`in-process`, or the server URLs).
     fn describe(&self) -> String;
+    /// Whether the engine generates from the very tensors it was given (no copy), so the
+    /// caller must hand it a snapshot ([`Transformer::inference_snapshot`]) before changing
+    /// them while it generates. Remote engines hold their own copy.
+    fn shares_weights(&self) -> bool {
+        false
+    }
 }
 
 impl RolloutClient for EngineHandle {
@@ -76,5 +82,9 @@ impl RolloutClient for EngineHandle {
 
     fn describe(&self) -> String {
         "in-process engine".into()
+    }
+
+    fn shares_weights(&self) -> bool {
+        true
     }
 }

@@ -92,6 +92,10 @@ impl EngineConfig {
 pub(crate) enum Command {
     /// A new request (already validated).
     Submit(Box<PendingRequest>),
+    /// Several requests admitted together, in order (a trainer's batch: the engine sees the
+    /// whole batch at once, so its step composition, and with it every logprob's rounding,
+    /// does not depend on thread timing).
+    SubmitBatch(Vec<PendingRequest>),
     /// Swap in new weights between steps; replies with the new version.
     SwapModel(Arc<Transformer>, mpsc::Sender<u64>),
     /// Finish: abort everything and exit.
@@ -364,12 +368,12 @@ impl EngineHandle {
         tx.send(cmd).map_err(|_| EngineError::ShutDown)
     }
 
-    fn submit_inner(
+    fn pending_request(
         &self,
         request: RolloutRequest,
         stream: bool,
         bounded: bool,
-    ) -> Result<ResponseReceiver, EngineError> {
+    ) -> Result<(PendingRequest, ResponseReceiver), EngineError> {
         self.validate(&request)?;
         let cap = bounded.then_some(self.inner.cfg.max_queued_requests);
         let slot = QueueSlot::take(&self.inner.shared, cap)?;
@@ -382,9 +386,19 @@ impl EngineHandle {
             tx,
             slot,
         };
+        Ok((pending, ResponseReceiver { id, rx }))
+    }
+
+    fn submit_inner(
+        &self,
+        request: RolloutRequest,
+        stream: bool,
+        bounded: bool,
+    ) -> Result<ResponseReceiver, EngineError> {
+        let (pending, rx) = self.pending_request(request, stream, bounded)?;
         // On failure the command, and with it the slot, is dropped.
         self.send(Command::Submit(Box::new(pending)))?;
-        Ok(ResponseReceiver { id, rx })
+        Ok(rx)
     }
 
     /// Submits a request with streaming: the receiver yields a `Delta` per generated token, then
@@ -407,10 +421,14 @@ impl EngineHandle {
         for r in &requests {
             self.validate(r)?;
         }
-        let rxs = requests
+        let (batch, rxs): (Vec<PendingRequest>, Vec<ResponseReceiver>) = requests
             .into_iter()
-            .map(|r| self.submit_inner(r, false, false))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|r| self.pending_request(r, false, false))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        // One command: the engine admits the whole batch between two steps.
+        self.send(Command::SubmitBatch(batch))?;
         rxs.into_iter().map(ResponseReceiver::wait).collect()
     }
 

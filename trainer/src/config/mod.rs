@@ -413,6 +413,10 @@ pub enum SftTarget {
     Completion,
     /// The example's reference `answer` (e.g. the synthetic arithmetic task).
     Answer,
+    /// Every assistant turn of a chat example (TRL's `messages` datasets): the conversation is
+    /// rendered with the chat template and the loss falls on the template's `{% generation %}`
+    /// spans, so system / user / tool turns are context only.
+    Conversation,
 }
 
 /// `[algorithm.sft]`.
@@ -465,6 +469,11 @@ pub struct RolloutConfig {
     pub stop: Vec<String>,
     /// Tokens the engine's KV cache holds.
     pub kv_cache_tokens: usize,
+    /// Asynchronous rollouts (GRPO): with `max_staleness >= 1` the rollouts of step k+1 are
+    /// generated while step k trains, by the policy before step k's update (a version lag of 1;
+    /// the pipeline is one step deep, so the lag never exceeds 1). The importance ratio then
+    /// uses the rollout logprobs as the old policy's. 0 (the default): synchronous, on-policy.
+    pub max_staleness: u64,
 }
 
 impl Default for RolloutConfig {
@@ -482,6 +491,7 @@ impl Default for RolloutConfig {
             max_tokens: 32,
             stop: Vec::new(),
             kv_cache_tokens: 65_536,
+            max_staleness: 0,
         }
     }
 }

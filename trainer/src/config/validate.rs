@@ -91,6 +91,16 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
             );
         }
     }
+    if r.max_staleness > 0 && a.name != AlgorithmName::Grpo {
+        return err(
+            "rollout.max_staleness",
+            format!(
+                "asynchronous rollouts are a GRPO option; `{:?}` has no rollouts to overlap (set 0)",
+                a.name
+            )
+            .to_lowercase(),
+        );
+    }
     if a.name == AlgorithmName::Grpo {
         if a.advantage.estimator.needs_groups() && r.n < 2 {
             return err(
@@ -280,7 +290,7 @@ pub fn prepare_task(
                 origin,
                 "algorithm.sft.target",
                 format!(
-                    "example `{}` has no {target:?} field (set algorithm.sft.target = \"answer\" for prompt + answer data)",
+                    "example `{}` has no {target:?} target (algorithm.sft.target: \"completion\" for prompt + completion data, \"answer\" for prompt + answer data, \"conversation\" for chat data with assistant turns)",
                     bad.id
                 )
                 .to_lowercase(),

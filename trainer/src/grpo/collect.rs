@@ -23,6 +23,8 @@ use std::time::Instant;
 pub struct Group<'a> {
     /// The example the prompt came from.
     pub example: &'a Example,
+    /// Its index in the task's training split.
+    pub train_index: usize,
     /// Its prompt token ids.
     pub prompt: Vec<u32>,
     /// The `n` completions.
@@ -38,6 +40,8 @@ pub struct Group<'a> {
 /// What [`collect`] gathered.
 #[derive(Debug, Default)]
 pub struct Collected<'a> {
+    /// The policy version every completion came from.
+    pub version: u64,
     /// The groups to train on (at most `batch_size`).
     pub groups: Vec<Group<'a>>,
     /// Prompts drawn from the sampler (the data position advances by this).
@@ -101,19 +105,22 @@ pub fn collect<'a>(
     let ov = &a.overlong;
     let max_tokens = cfg.rollout.max_tokens;
     let version = client.policy_version();
-    let mut out = Collected::default();
+    let mut out = Collected {
+        version,
+        ..Collected::default()
+    };
     let mut reward_sum = 0.0;
     let mut correct = 0usize;
     let mut request_index = 0u64;
     loop {
         let need = a.batch_size - out.groups.len();
-        let examples: Vec<&'a Example> = task
+        let indices: Vec<usize> = task
             .data
             .sampler
             .iter_from(position + out.prompts_drawn as u64)
             .take(need)
-            .map(|i| &task.data.train[i])
             .collect();
+        let examples: Vec<&'a Example> = indices.iter().map(|&i| &task.data.train[i]).collect();
         out.prompts_drawn += examples.len();
         let mut prompts = Vec::with_capacity(examples.len());
         for e in &examples {
@@ -175,8 +182,9 @@ pub fn collect<'a>(
         };
         out.verify_s += started.elapsed().as_secs_f64();
 
-        for (((example, prompt), (resp, sc)), baseline) in examples
+        for ((((example, &train_index), prompt), (resp, sc)), baseline) in examples
             .iter()
+            .zip(&indices)
             .zip(prompts)
             .zip(responses.into_iter().zip(scores))
             .zip(baselines)
@@ -217,6 +225,7 @@ pub fn collect<'a>(
             }
             out.groups.push(Group {
                 example,
+                train_index,
                 prompt,
                 completions: resp.completions,
                 scores: sc,

@@ -14,6 +14,7 @@
 pub mod advantage;
 pub mod collect;
 pub mod optimize;
+pub mod pending;
 pub mod shaping;
 
 use crate::batch::{pad, Sequence};
@@ -24,6 +25,7 @@ use crate::policy::Policy;
 use crate::reward::Reward;
 use crate::task::Task;
 use crate::train_error::{TrainError, TrainResult};
+use collect::Collected;
 use oxrl_rollout::{FinishReason, RolloutClient};
 use std::time::Instant;
 
@@ -68,7 +70,23 @@ fn reference_rows(
     Ok(rows)
 }
 
+/// Publishes `policy`'s weights to the rollout engine(s); an engine that reads the trainer's
+/// tensors directly gets a snapshot when rollouts overlap training (asynchronous mode).
+pub fn publish(policy: &Policy, client: &dyn RolloutClient, cfg: &TrainConfig) -> TrainResult<u64> {
+    let r = if cfg.rollout.max_staleness > 0 && client.shares_weights() {
+        client.sync_weights(&policy.model.inference_snapshot()?)
+    } else {
+        client.sync_weights(&policy.model)
+    };
+    r.map_err(|e| TrainError::Rollout(e.to_string()))
+}
+
 /// Runs GRPO step `state.step + 1`, advancing `state`, and returns its metrics record.
+///
+/// Asynchronous mode (`rollout.max_staleness >= 1`): the step trains on `pending` (gathered
+/// during the previous step; gathered now if there is none) and, while it trains, gathers the
+/// next step's rollouts from the weights before this step's update into `pending`.
+#[allow(clippy::too_many_arguments)]
 pub fn step(
     policy: &mut Policy,
     client: &dyn RolloutClient,
@@ -76,24 +94,43 @@ pub fn step(
     reward: &Reward,
     cfg: &TrainConfig,
     state: &mut TrainerState,
+    pending: &mut Option<pending::PendingRollouts>,
 ) -> TrainResult<Record> {
     let started = Instant::now();
     let step = state.step + 1;
     let a = &cfg.algorithm;
     let n = cfg.rollout.n;
     let version = client.policy_version();
+    let asynchronous = cfg.rollout.max_staleness > 0;
 
     // Rollouts and rewards.
-    let got = collect::collect(
-        client,
-        &policy.tokenizer,
-        task,
-        reward,
-        cfg,
-        step,
-        state.data_position,
-        |seed| sampling_params(cfg, n, seed),
-    )?;
+    let wait_start = Instant::now();
+    let got = match pending.take() {
+        Some(p) if p.step == step => p.into_collected(task)?,
+        _ => collect::collect(
+            client,
+            &policy.tokenizer,
+            task,
+            reward,
+            cfg,
+            step,
+            state.data_position,
+            |seed| sampling_params(cfg, n, seed),
+        )?,
+    };
+    let rollout_wait_s = wait_start.elapsed().as_secs_f64();
+    let lag = version.checked_sub(got.version).ok_or_else(|| {
+        TrainError::Invariant(format!(
+            "rollouts from policy version {} are newer than the serving version {version}",
+            got.version
+        ))
+    })?;
+    if lag > cfg.rollout.max_staleness {
+        return Err(TrainError::Invariant(format!(
+            "rollouts are {lag} versions old, above rollout.max_staleness = {}",
+            cfg.rollout.max_staleness
+        )));
+    }
 
     // Advantages (KL in the reward first, when on).
     let adv_start = Instant::now();
@@ -161,15 +198,46 @@ pub fn step(
     } else {
         state.bapo
     };
-    let sums = optimize::optimize(policy, &seqs, cfg, step, &mut bapo)?;
+    let prefetch = asynchronous && step < a.steps as u64;
+    let (sums, next) = if prefetch {
+        // The next step's rollouts come from the weights the engine serves now (this step's
+        // update is not published until both are done).
+        let tokenizer = policy.tokenizer.clone();
+        let next_position = state.data_position + got.prompts_drawn as u64;
+        std::thread::scope(|scope| {
+            let gather = scope.spawn(|| {
+                collect::collect(
+                    client,
+                    &tokenizer,
+                    task,
+                    reward,
+                    cfg,
+                    step + 1,
+                    next_position,
+                    |seed| sampling_params(cfg, n, seed),
+                )
+            });
+            let sums = optimize::optimize(policy, &seqs, cfg, step, &mut bapo);
+            let next = gather
+                .join()
+                .map_err(|_| TrainError::Invariant("the rollout thread panicked".into()));
+            (sums, next)
+        })
+    } else {
+        (
+            optimize::optimize(policy, &seqs, cfg, step, &mut bapo),
+            Ok(Ok(Collected::default())),
+        )
+    };
+    let sums = sums?;
+    let next = next??;
     let train_s = train_start.elapsed().as_secs_f64();
+    *pending = prefetch.then(|| pending::PendingRollouts::of(&next, step + 1));
 
     // Weight sync.
     let sync_start = Instant::now();
     let new_version = if sums.steps > 0 {
-        let v = client
-            .sync_weights(&policy.model)
-            .map_err(|e| TrainError::Rollout(e.to_string()))?;
+        let v = publish(policy, client, cfg)?;
         if v != version + 1 {
             return Err(TrainError::Invariant(format!(
                 "policy version went {version} → {v}, expected {}",
@@ -201,7 +269,8 @@ pub fn step(
     let mut r = Record::new();
     r.insert("step".into(), step.into());
     r.insert("policy_version".into(), new_version.into());
-    r.insert("version_lag".into(), 0u64.into());
+    r.insert("version_lag".into(), lag.into());
+    r.insert("rollout_version".into(), got.version.into());
     r.insert("loss".into(), num(sums.loss / sums.steps.max(1) as f64));
     r.insert("reward".into(), num(got.reward_mean));
     r.insert("train_reward".into(), num(train_reward));
@@ -248,6 +317,7 @@ pub fn step(
         num(sums.train_tokens as f64 / train_s.max(1e-9)),
     );
     r.insert("rollout_s".into(), num(got.rollout_s));
+    r.insert("rollout_wait_s".into(), num(rollout_wait_s));
     r.insert("verify_s".into(), num(got.verify_s));
     r.insert("reference_s".into(), num(reference_s));
     r.insert("train_s".into(), num(train_s));

@@ -194,6 +194,7 @@ impl Scheduler {
             for c in cmds {
                 match c {
                     Command::Submit(p) => self.waiting.push_back(*p),
+                    Command::SubmitBatch(ps) => self.waiting.extend(ps),
                     Command::SwapModel(m, reply) => self.swap(m, reply),
                     Command::Shutdown => break 'outer,
                 }
