@@ -28,7 +28,9 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
-pub use decoder::{StepLogits, StepSeq, TokenLogprobs, TrainForward, Transformer};
+pub use decoder::{
+    GroupLogprobs, LogitChunks, StepLogits, StepSeq, TokenLogprobs, TrainForward, Transformer,
+};
 pub use error::{ModelError, Result};
 pub use gguf::{load_gguf, GgufModel};
 pub use kv_cache::{CacheConfig, KvCache, SeqCache};

@@ -6,7 +6,9 @@
 //! - [`masked_softmax`]: causal + padding-masked softmax over attention scores;
 //! - [`target_logprob`] and [`entropy`]: per-row `log p(target)` and entropy of `softmax(logits)`
 //!   without materialising `log_softmax`;
-//! - [`rms_norm`]: RMSNorm with gradients for the input and the weight.
+//! - [`rms_norm`]: RMSNorm with gradients for the input and the weight;
+//! - [`linear_logprob`] (in [`fused_logprob`]): LM head + target logprob (+ entropy) chunk by
+//!   chunk over rows, so no full `[tokens × vocab]` logits tensor is kept for backward.
 //!
 //! They handle contiguous f32/f64 tensors on the CPU; callers use the composed candle ops for
 //! anything else (other devices or dtypes), which the tests compare against.
@@ -18,6 +20,10 @@ use candle_core::{
 use num_traits::Float;
 use rayon::prelude::*;
 use std::sync::Arc;
+
+pub mod fused_logprob;
+
+pub use fused_logprob::{auto_chunk_rows, linear_logprob};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -82,13 +88,16 @@ struct RowMask {
     rows_per_batch: usize,
     /// Query positions per head block (the last-but-one dim).
     t_q: usize,
+    /// Position of the first query row among the keys (0 for self-attention over one sequence;
+    /// the shared prefix's length when the keys are `[prefix ; own]`).
+    q_offset: usize,
 }
 
 impl RowMask {
     /// Number of leading keys row `r` may see (keys are then `0..limit`).
     fn limit(&self, r: usize, _t_k: usize) -> usize {
         let b = r / self.rows_per_batch;
-        let i = r % self.t_q;
+        let i = r % self.t_q + self.q_offset;
         let len = self.lengths[b];
         if i < len {
             i + 1
@@ -195,6 +204,19 @@ pub fn masked_softmax(
     lengths: &[usize],
     scale: f64,
 ) -> candle_core::Result<Tensor> {
+    masked_softmax_offset(scores, lengths, scale, 0)
+}
+
+/// [`masked_softmax`] for queries that sit at key positions `q_offset..`: query `i` of batch row
+/// `b` sees keys `0..=q_offset + i` within `lengths[b]` (padded queries see every real key). With
+/// keys laid out `[shared prefix ; own tokens]` and `q_offset` = the prefix length, each own token
+/// sees the whole prefix and its own causal past (the Prefix Grouper's mask).
+pub fn masked_softmax_offset(
+    scores: &Tensor,
+    lengths: &[usize],
+    scale: f64,
+    q_offset: usize,
+) -> candle_core::Result<Tensor> {
     let dims = scores.dims();
     let n = dims.len();
     if n < 3 || dims[0] != lengths.len() {
@@ -209,6 +231,7 @@ pub fn masked_softmax(
         lengths: Arc::new(lengths.to_vec()),
         rows_per_batch,
         t_q,
+        q_offset,
     };
     scores.contiguous()?.apply_op1(MaskedSoftmax(mask, scale))
 }

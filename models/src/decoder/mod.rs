@@ -15,12 +15,16 @@
 //! swaps its weights and attaches LoRA; [`train`] is the training forward; [`step`] the inference
 //! step. This file holds the weights' layout and the helpers both paths share.
 
+mod head;
 mod params;
+mod prefix_group;
 mod step;
 mod train;
+mod train_layer;
 
+pub use prefix_group::GroupLogprobs;
 pub use step::{StepLogits, StepSeq};
-pub use train::{TokenLogprobs, TrainForward};
+pub use train::{LogitChunks, TokenLogprobs, TrainForward};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
