@@ -858,6 +858,56 @@ mod tests {
         );
     }
 
+    /// SEED-MECHANISMS §8's worked example: toy one-dimensional attention (score q·k, no scaling)
+    /// over prefix keys [0.5, −1.0] / values [1, 2] plus each suffix token's own key.
+    #[test]
+    fn offset_mask_is_the_prefix_grouper_mask() {
+        // Two suffixes of one token each: keys [prefix ; own], queries at position 2.
+        let scores = Tensor::new(
+            &[[0.5f64, -1.0, 0.2], [1.0 * 2.0 * 0.5, -2.0, 0.0]],
+            &Device::Cpu,
+        )
+        .unwrap()
+        .reshape((2, 1, 1, 3))
+        .unwrap();
+        let p = masked_softmax_offset(&scores, &[3, 3], 1.0, 2).unwrap();
+        let v = Tensor::new(&[[1f64, 2.0, 3.0], [1.0, 2.0, -1.0]], &Device::Cpu).unwrap();
+        let out = (p.reshape((2, 3)).unwrap() * v)
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        assert!((out[0] - 1.868030).abs() < 1e-6, "{}", out[0]);
+        assert!((out[1] - 0.516126).abs() < 1e-6, "{}", out[1]);
+        // The leaky layout (suffix 2 also sees suffix 1's key) differs: 1.209334.
+        let leaky = Tensor::new(&[1.0f64, -2.0, 0.4, 0.0], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 4))
+            .unwrap();
+        let p = masked_softmax_offset(&leaky, &[4], 1.0, 3).unwrap();
+        let v = Tensor::new(&[1f64, 2.0, 3.0, -1.0], &Device::Cpu).unwrap();
+        let o = (p.flatten_all().unwrap() * v)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!((o - 1.209334).abs() < 1e-6, "{o}");
+        // A query at offset 1 of 3 keys sees only keys 0..=1.
+        let s = Tensor::new(&[0.3f64, 0.1, 5.0], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3))
+            .unwrap();
+        let p = masked_softmax_offset(&s, &[3], 1.0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        assert_eq!(p[2], 0.0);
+    }
+
     #[test]
     fn logprob_and_entropy_match_composed() {
         let targets = [3u32, 0, 6, 2];

@@ -114,7 +114,11 @@ fn compare(m: &Transformer, chunks: LogitChunks, entropy: bool, temperature: f32
 
 fn check(m: &Transformer, label: &str, tol: f64) {
     let mut worst = (0f64, 0f64);
-    for chunks in [LogitChunks::Auto, LogitChunks::Rows(1), LogitChunks::Rows(4)] {
+    for chunks in [
+        LogitChunks::Auto,
+        LogitChunks::Rows(1),
+        LogitChunks::Rows(4),
+    ] {
         for entropy in [false, true] {
             for temperature in [1.0, 0.7] {
                 let (v, g) = compare(m, chunks, entropy, temperature);

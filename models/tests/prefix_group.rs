@@ -37,7 +37,12 @@ fn max_abs(a: &Tensor) -> f64 {
 /// Per completion: `[len]` logprobs and entropies.
 type PerCompletion = (Vec<Tensor>, Vec<Tensor>);
 
-fn shared(m: &Transformer, prompt: &[u32], comps: &[Vec<u32>], opts: TrainForward) -> PerCompletion {
+fn shared(
+    m: &Transformer,
+    prompt: &[u32],
+    comps: &[Vec<u32>],
+    opts: TrainForward,
+) -> PerCompletion {
     let out = m.group_token_logprobs(prompt, comps, opts).unwrap();
     (out.logprobs, out.entropy.unwrap())
 }
@@ -259,7 +264,9 @@ fn bad_groups_are_errors() {
     let v = cfg.vocab_size as u32;
     assert!(m.group_token_logprobs(&[], &[vec![1]], o).is_err());
     assert!(m.group_token_logprobs(&[1, 2], &[], o).is_err());
-    assert!(m.group_token_logprobs(&[1, 2], &[vec![1], vec![]], o).is_err());
+    assert!(m
+        .group_token_logprobs(&[1, 2], &[vec![1], vec![]], o)
+        .is_err());
     assert!(m.group_token_logprobs(&[1, v], &[vec![1]], o).is_err());
     assert!(m.group_token_logprobs(&[1, 2], &[vec![v]], o).is_err());
     let bad_t = TrainForward {

@@ -48,7 +48,9 @@ impl Transformer {
         opts: TrainForward,
     ) -> Result<GroupLogprobs> {
         if prompt.is_empty() {
-            return Err(ModelError::Input("shared-prefix forward: empty prompt".into()));
+            return Err(ModelError::Input(
+                "shared-prefix forward: empty prompt".into(),
+            ));
         }
         if completions.is_empty() {
             return Err(ModelError::Input(

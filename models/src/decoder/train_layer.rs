@@ -132,8 +132,8 @@ impl Transformer {
             Some((kp, vp)) if ctx.pos0 > 0 => {
                 let shape = (b, nkv, ctx.pos0, d);
                 (
-                    Tensor::cat(&[&kp.broadcast_as(shape)?, &k], 2)?,
-                    Tensor::cat(&[&vp.broadcast_as(shape)?, &v], 2)?,
+                    Tensor::cat(&[&kp.broadcast_as(shape)?, &k], 2)?.contiguous()?,
+                    Tensor::cat(&[&vp.broadcast_as(shape)?, &v], 2)?.contiguous()?,
                 )
             }
             _ => (k.clone(), v.clone()),

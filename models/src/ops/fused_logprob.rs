@@ -47,7 +47,10 @@ struct Spec {
 impl Spec {
     /// `(h_c · Wᵀ).to(work) / T` for rows `start..start + len` (no graph: detached inputs).
     fn chunk_logits(&self, h: &Tensor, w: &Tensor, start: usize, len: usize) -> CResult<Tensor> {
-        let logits = h.narrow(0, start, len)?.matmul(&w.t()?)?.to_dtype(self.work)?;
+        let logits = h
+            .narrow(0, start, len)?
+            .matmul(&w.t()?)?
+            .to_dtype(self.work)?;
         if self.temperature == 1.0 {
             return Ok(logits);
         }
@@ -130,7 +133,10 @@ impl CustomOp2 for LinearLogprob {
             let mut d = logits.apply_op2_no_bwd(&g_lp, &TargetLogprobGrad(targets))?;
             if ent_used {
                 let gh = Tensor::cat(
-                    &[&g.narrow(1, 1, 1)?, &res.narrow(0, start, len)?.narrow(1, 1, 1)?],
+                    &[
+                        &g.narrow(1, 1, 1)?,
+                        &res.narrow(0, start, len)?.narrow(1, 1, 1)?,
+                    ],
                     1,
                 )?
                 .contiguous()?;
@@ -350,7 +356,9 @@ mod tests {
         let g = lp.sum_all().unwrap().backward().unwrap();
         assert!(g.get(h.as_tensor()).is_some());
         assert!(g.get(&w).is_none());
-        assert!(linear_logprob(h.as_tensor(), &w, &[0, 1, 2, 6], 1.0, false, 2, DType::F32).is_err());
+        assert!(
+            linear_logprob(h.as_tensor(), &w, &[0, 1, 2, 6], 1.0, false, 2, DType::F32).is_err()
+        );
         assert!(linear_logprob(h.as_tensor(), &w, &[0, 1], 1.0, false, 2, DType::F32).is_err());
         assert!(linear_logprob(h.as_tensor(), &w, &[0; 4], 0.0, false, 2, DType::F32).is_err());
     }
