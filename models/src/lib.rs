@@ -5,7 +5,10 @@
 //! number:
 //! - the *training forward* over a padded batch of full sequences, returning per-token logprobs of
 //!   given targets (and optionally entropies), differentiable with respect to every weight; only
-//!   ops with a correct backward are used (no fused rms_norm / rope / softmax_last_dim);
+//!   ops with a correct backward are used (no fused rms_norm / rope / softmax_last_dim); the LM
+//!   head runs chunk by chunk over token rows so full `[tokens × vocab]` logits are never kept for
+//!   backward, and a group's shared prompt can be encoded once for all its completions
+//!   (`Transformer::group_token_logprobs`);
 //! - the *inference step* over a batch of sequences of different lengths and positions that read and
 //!   append to a paged KV cache (`kv_cache`); sequences of one group share their prompt's blocks.
 

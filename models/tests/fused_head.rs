@@ -198,3 +198,57 @@ fn zero_rows_per_chunk_is_an_error() {
         .unwrap_err();
     assert!(err.to_string().contains("at least one row"), "{err}");
 }
+
+/// Widest vocabulary-width tensor (last dim = vocab, other than the transposed head weight
+/// `[hidden, vocab]`) the autograd graph of `t` keeps, in elements.
+fn widest_vocab_node(t: &Tensor, vocab: usize, hidden: usize) -> usize {
+    t.sorted_nodes()
+        .iter()
+        .filter(|n| n.dims().last() == Some(&vocab) && n.dims() != [hidden, vocab])
+        .map(|n| n.elem_count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Structural check of the memory claim: with the fused head the graph kept for backward holds
+/// no tensor of vocabulary width at all (the chunk logits live only inside the op's forward and
+/// backward); the full-logits path keeps `[tokens, vocab]`. Same for the shared-prefix forward.
+#[test]
+fn fused_head_keeps_no_logits_for_backward() {
+    for tie in [true, false] {
+        let (cfg, m) = model(Arch::Llama, tie, DType::F32);
+        let v = cfg.vocab_size;
+        let (ids, lengths) = batch(v as u32);
+        let graph = |chunks| {
+            let o = TrainForward {
+                entropy: true,
+                logit_chunks: chunks,
+                ..TrainForward::default()
+            };
+            let out = m.token_logprobs(&ids, &lengths, o).unwrap();
+            let loss = (out.logprobs.sum_all().unwrap() + out.entropy.unwrap().sum_all().unwrap())
+                .unwrap();
+            widest_vocab_node(&loss, v, cfg.hidden_size)
+        };
+        assert_eq!(
+            graph(LogitChunks::Off),
+            3 * 10 * v,
+            "full path keeps [b·(t−1), V]"
+        );
+        assert_eq!(
+            graph(LogitChunks::Auto),
+            0,
+            "tie={tie}: fused path keeps no logits"
+        );
+        assert_eq!(graph(LogitChunks::Rows(2)), 0);
+        let g = m
+            .group_token_logprobs(
+                &[1, 2, 3, 4],
+                &[vec![5, 6, 7], vec![8]],
+                TrainForward::default(),
+            )
+            .unwrap();
+        let loss = (g.logprobs[0].sum_all().unwrap() + g.logprobs[1].sum_all().unwrap()).unwrap();
+        assert_eq!(widest_vocab_node(&loss, v, cfg.hidden_size), 0);
+    }
+}
