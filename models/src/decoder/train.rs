@@ -38,7 +38,7 @@ pub struct TrainForward {
 /// How the training forward turns final hidden states into logprobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogitChunks {
-    /// Fused head + logprob kernel, chunks of about 16 MiB of logits (at least 32 rows), where
+    /// Fused head + logprob kernel, chunks of about 64 MiB of logits (at least 128 rows), where
     /// it applies (CPU, f32/f64, head without an active LoRA adapter); full logits elsewhere.
     #[default]
     Auto,

@@ -23,10 +23,10 @@ use std::sync::Arc;
 type CResult<T> = candle_core::Result<T>;
 
 /// Default byte budget of one chunk's logits (work dtype).
-pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
+pub const DEFAULT_CHUNK_BYTES: usize = 64 << 20;
 /// Fewest rows an automatic chunk holds, so the chunk matmul stays compute-bound (a chunk of
 /// very few rows streams the whole `[V, H]` weight for little work).
-pub const MIN_AUTO_CHUNK_ROWS: usize = 32;
+pub const MIN_AUTO_CHUNK_ROWS: usize = 128;
 
 /// Rows per chunk for a vocabulary of `vocab` entries in `dtype` under the default budget.
 pub fn auto_chunk_rows(vocab: usize, dtype: DType) -> usize {
