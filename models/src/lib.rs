@@ -5,7 +5,10 @@
 //! number:
 //! - the *training forward* over a padded batch of full sequences, returning per-token logprobs of
 //!   given targets (and optionally entropies), differentiable with respect to every weight; only
-//!   ops with a correct backward are used (no fused rms_norm / rope / softmax_last_dim);
+//!   ops with a correct backward are used (no fused rms_norm / rope / softmax_last_dim); the LM
+//!   head runs chunk by chunk over token rows so full `[tokens × vocab]` logits are never kept for
+//!   backward, and a group's shared prompt can be encoded once for all its completions
+//!   (`Transformer::group_token_logprobs`);
 //! - the *inference step* over a batch of sequences of different lengths and positions that read and
 //!   append to a paged KV cache (`kv_cache`); sequences of one group share their prompt's blocks.
 
@@ -28,7 +31,9 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
-pub use decoder::{StepLogits, StepSeq, TokenLogprobs, TrainForward, Transformer};
+pub use decoder::{
+    GroupLogprobs, LogitChunks, StepLogits, StepSeq, TokenLogprobs, TrainForward, Transformer,
+};
 pub use error::{ModelError, Result};
 pub use gguf::{load_gguf, GgufModel};
 pub use kv_cache::{CacheConfig, KvCache, SeqCache};

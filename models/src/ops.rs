@@ -6,10 +6,14 @@
 //! - [`masked_softmax`]: causal + padding-masked softmax over attention scores;
 //! - [`target_logprob`] and [`entropy`]: per-row `log p(target)` and entropy of `softmax(logits)`
 //!   without materialising `log_softmax`;
-//! - [`rms_norm`]: RMSNorm with gradients for the input and the weight.
+//! - [`rms_norm`]: RMSNorm with gradients for the input and the weight;
+//! - [`linear_logprob`] (in [`fused_logprob`]): LM head + target logprob (+ entropy) chunk by
+//!   chunk over rows, so no full `[tokens × vocab]` logits tensor is kept for backward.
 //!
 //! They handle contiguous f32/f64 tensors on the CPU; callers use the composed candle ops for
-//! anything else (other devices or dtypes), which the tests compare against.
+//! anything else (other devices or dtypes), which the tests (`ops/tests.rs`) compare against.
+//! This file runs past 600 lines because each kernel's forward, backward and public wrapper stay
+//! together beside the shared dispatch macros; the newest kernel has its own file.
 
 use candle_core::{
     backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape,
@@ -18,6 +22,10 @@ use candle_core::{
 use num_traits::Float;
 use rayon::prelude::*;
 use std::sync::Arc;
+
+pub mod fused_logprob;
+
+pub use fused_logprob::{auto_chunk_rows, linear_logprob};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -82,13 +90,16 @@ struct RowMask {
     rows_per_batch: usize,
     /// Query positions per head block (the last-but-one dim).
     t_q: usize,
+    /// Position of the first query row among the keys (0 for self-attention over one sequence;
+    /// the shared prefix's length when the keys are `[prefix ; own]`).
+    q_offset: usize,
 }
 
 impl RowMask {
     /// Number of leading keys row `r` may see (keys are then `0..limit`).
     fn limit(&self, r: usize, _t_k: usize) -> usize {
         let b = r / self.rows_per_batch;
-        let i = r % self.t_q;
+        let i = r % self.t_q + self.q_offset;
         let len = self.lengths[b];
         if i < len {
             i + 1
@@ -195,6 +206,19 @@ pub fn masked_softmax(
     lengths: &[usize],
     scale: f64,
 ) -> candle_core::Result<Tensor> {
+    masked_softmax_offset(scores, lengths, scale, 0)
+}
+
+/// [`masked_softmax`] for queries that sit at key positions `q_offset..`: query `i` of batch row
+/// `b` sees keys `0..=q_offset + i` within `lengths[b]` (padded queries see every real key). With
+/// keys laid out `[shared prefix ; own tokens]` and `q_offset` = the prefix length, each own token
+/// sees the whole prefix and its own causal past (the Prefix Grouper's mask).
+pub fn masked_softmax_offset(
+    scores: &Tensor,
+    lengths: &[usize],
+    scale: f64,
+    q_offset: usize,
+) -> candle_core::Result<Tensor> {
     let dims = scores.dims();
     let n = dims.len();
     if n < 3 || dims[0] != lengths.len() {
@@ -209,6 +233,7 @@ pub fn masked_softmax(
         lengths: Arc::new(lengths.to_vec()),
         rows_per_batch,
         t_q,
+        q_offset,
     };
     scores.contiguous()?.apply_op1(MaskedSoftmax(mask, scale))
 }
@@ -764,175 +789,4 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, Var, D};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let mut g = crate::init::SeededNormal::new(seed);
-        let n: usize = shape.iter().product();
-        Tensor::from_vec(
-            (0..n).map(|_| g.normal()).collect::<Vec<f64>>(),
-            shape,
-            &Device::Cpu,
-        )
-        .unwrap()
-    }
-
-    fn close(a: &Tensor, b: &Tensor, tol: f64) {
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
-        assert!(d <= tol, "max diff {d}");
-    }
-
-    /// Fused op and composed reference agree in value and in gradient (for a random cotangent).
-    fn check(fused: impl Fn(&Tensor) -> Tensor, reference: impl Fn(&Tensor) -> Tensor, x: Tensor) {
-        let v = Var::from_tensor(&x).unwrap();
-        let (yf, yr) = (fused(v.as_tensor()), reference(v.as_tensor()));
-        close(&yf, &yr, 1e-12);
-        let cot = rand(yf.dims(), 99);
-        let gf = (yf * &cot).unwrap().sum_all().unwrap().backward().unwrap();
-        let gr = (yr * &cot).unwrap().sum_all().unwrap().backward().unwrap();
-        close(
-            gf.get(v.as_tensor()).unwrap(),
-            gr.get(v.as_tensor()).unwrap(),
-            1e-12,
-        );
-    }
-
-    #[test]
-    fn masked_softmax_matches_composed() {
-        let lengths = [5usize, 3];
-        let mut mask = vec![0f64; 2 * 5 * 5];
-        for (b, &len) in lengths.iter().enumerate() {
-            for i in 0..5 {
-                for j in 0..5 {
-                    if !(j < len && (j <= i || i >= len)) {
-                        mask[(b * 5 + i) * 5 + j] = f64::NEG_INFINITY;
-                    }
-                }
-            }
-        }
-        let mask = Tensor::from_vec(mask, (2, 1, 1, 5, 5), &Device::Cpu).unwrap();
-        check(
-            |x| masked_softmax(x, &lengths, 0.7).unwrap(),
-            |x| {
-                candle_nn::ops::softmax(
-                    &(x * 0.7).unwrap().broadcast_add(&mask).unwrap(),
-                    D::Minus1,
-                )
-                .unwrap()
-            },
-            rand(&[2, 2, 3, 5, 5], 1),
-        );
-    }
-
-    #[test]
-    fn logprob_and_entropy_match_composed() {
-        let targets = [3u32, 0, 6, 2];
-        let t = Tensor::new(&targets, &Device::Cpu)
-            .unwrap()
-            .unsqueeze(1)
-            .unwrap();
-        check(
-            |x| target_logprob(x, &targets).unwrap(),
-            |x| {
-                candle_nn::ops::log_softmax(x, 1)
-                    .unwrap()
-                    .gather(&t, 1)
-                    .unwrap()
-                    .squeeze(1)
-                    .unwrap()
-            },
-            rand(&[4, 7], 2),
-        );
-        check(
-            |x| entropy(x).unwrap(),
-            |x| {
-                let lp = candle_nn::ops::log_softmax(x, 1).unwrap();
-                (lp.exp().unwrap() * lp)
-                    .unwrap()
-                    .sum(1)
-                    .unwrap()
-                    .neg()
-                    .unwrap()
-            },
-            rand(&[4, 7], 3),
-        );
-    }
-
-    #[test]
-    fn rms_norm_matches_composed_for_input_and_weight() {
-        let x = rand(&[3, 4, 6], 4);
-        let w = Var::from_tensor(&(rand(&[6], 5) + 1.0).unwrap()).unwrap();
-        let xv = Var::from_tensor(&x).unwrap();
-        let yf = rms_norm(xv.as_tensor(), w.as_tensor(), 1e-6).unwrap();
-        let yr = crate::layers::rms_norm_composed(xv.as_tensor(), w.as_tensor(), 1e-6).unwrap();
-        close(&yf, &yr, 1e-12);
-        let cot = rand(&[3, 4, 6], 6);
-        let gf = (yf * &cot).unwrap().sum_all().unwrap().backward().unwrap();
-        let gr = (yr * &cot).unwrap().sum_all().unwrap().backward().unwrap();
-        close(
-            gf.get(xv.as_tensor()).unwrap(),
-            gr.get(xv.as_tensor()).unwrap(),
-            1e-12,
-        );
-        close(
-            gf.get(w.as_tensor()).unwrap(),
-            gr.get(w.as_tensor()).unwrap(),
-            1e-12,
-        );
-    }
-
-    #[test]
-    fn rope_matches_rope_slow() {
-        let (t, d) = (5, 8);
-        let mut cos = Vec::new();
-        let mut sin = Vec::new();
-        for p in 0..t {
-            for i in 0..d / 2 {
-                let a = p as f64 * 0.3f64.powi(i as i32);
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-        let ct = Tensor::from_vec(cos.clone(), (t, d / 2), &Device::Cpu).unwrap();
-        let st = Tensor::from_vec(sin.clone(), (t, d / 2), &Device::Cpu).unwrap();
-        let (cos, sin) = (Arc::new(cos), Arc::new(sin));
-        check(
-            |x| rope(x, cos.clone(), sin.clone(), t).unwrap(),
-            |x| candle_nn::rotary_emb::rope_slow(x, &ct, &st).unwrap(),
-            rand(&[2, 3, t, d], 7),
-        );
-    }
-
-    #[test]
-    fn swiglu_matches_composed() {
-        let up = Var::from_tensor(&rand(&[4, 9], 8)).unwrap();
-        let gate = Var::from_tensor(&rand(&[4, 9], 9)).unwrap();
-        let yf = swiglu(gate.as_tensor(), up.as_tensor()).unwrap();
-        let yr = (candle_nn::ops::silu(gate.as_tensor()).unwrap() * up.as_tensor()).unwrap();
-        close(&yf, &yr, 1e-12);
-        let cot = rand(&[4, 9], 10);
-        let gf = (yf * &cot).unwrap().sum_all().unwrap().backward().unwrap();
-        let gr = (yr * &cot).unwrap().sum_all().unwrap().backward().unwrap();
-        close(
-            gf.get(gate.as_tensor()).unwrap(),
-            gr.get(gate.as_tensor()).unwrap(),
-            1e-12,
-        );
-        close(
-            gf.get(up.as_tensor()).unwrap(),
-            gr.get(up.as_tensor()).unwrap(),
-            1e-12,
-        );
-    }
-}
+mod tests;

@@ -142,6 +142,7 @@ impl Policy {
             adapters,
             entropy: false,
             temperature,
+            ..TrainForward::default()
         };
         Ok(match &self.reference {
             None => None,

@@ -11,16 +11,30 @@
 //! Attention groups query heads by their key/value head (`[b, kv_heads, group·t, d]`), so GQA needs
 //! no copy of keys and values.
 //!
+//! Two memory savers sit on the training path:
+//! - the LM head runs fused with the logprob (and entropy) kernel, chunk by chunk over token rows
+//!   ([`crate::ops::linear_logprob`], [`LogitChunks`]), so no `[tokens × vocab]` logits tensor
+//!   larger than one chunk is kept for backward;
+//! - [`Transformer::group_token_logprobs`] encodes a group's shared prompt once and lets its
+//!   completions attend to it (Prefix Grouper), with the same values and gradients as separate
+//!   `prompt + completion` forwards.
+//!
 //! The code is split by job: [`params`] builds the model from HF tensors and names, exports and
-//! swaps its weights and attaches LoRA; [`train`] is the training forward; [`step`] the inference
+//! swaps its weights and attaches LoRA; [`train`] is the training forward over a padded batch,
+//! [`train_layer`] its differentiable layer (optionally behind a shared prefix), [`head`] the LM
+//! head turned into logprobs, [`prefix_group`] the shared-prefix forward; [`step`] the inference
 //! step. This file holds the weights' layout and the helpers both paths share.
 
+mod head;
 mod params;
+mod prefix_group;
 mod step;
 mod train;
+mod train_layer;
 
+pub use prefix_group::GroupLogprobs;
 pub use step::{StepLogits, StepSeq};
-pub use train::{TokenLogprobs, TrainForward};
+pub use train::{LogitChunks, TokenLogprobs, TrainForward};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};

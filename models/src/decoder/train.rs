@@ -3,8 +3,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::layers::{rms_norm, ForwardMode};
-use crate::rope::apply_rope_train;
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use super::Transformer;
 
@@ -31,6 +30,22 @@ pub struct TrainForward {
     /// the rollout engine's convention, so recomputed logprobs equal the ones it reported at any
     /// `T`. 1 is the model's own distribution; 0 (greedy) also means 1, as in the engine.
     pub temperature: f32,
+    /// How the LM head is evaluated for the logprobs: fused and chunked over token rows (the
+    /// default; no full `[tokens × vocab]` logits are kept for backward) or full logits.
+    pub logit_chunks: LogitChunks,
+}
+
+/// How the training forward turns final hidden states into logprobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogitChunks {
+    /// Fused head + logprob kernel, chunks of about 64 MiB of logits (at least 128 rows), where
+    /// it applies (CPU, f32/f64, head without an active LoRA adapter); full logits elsewhere.
+    #[default]
+    Auto,
+    /// Fused kernel with this many token rows per chunk (where it applies).
+    Rows(usize),
+    /// Always materialise the full `[tokens, vocab]` logits (the reference path).
+    Off,
 }
 
 impl Default for TrainForward {
@@ -40,6 +55,7 @@ impl Default for TrainForward {
             adapters: true,
             entropy: false,
             temperature: 1.0,
+            logit_chunks: LogitChunks::Auto,
         }
     }
 }
@@ -91,93 +107,13 @@ impl Transformer {
         lengths: &[usize],
         mode: ForwardMode,
     ) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let (nh, nkv, d) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-        );
-        let g = cfg.gqa_group();
-        let positions: Vec<usize> = (0..t).collect();
-        let (cos, sin) = self.rope.cos_sin(&positions, self.dtype, &self.device)?;
-        let (cos_h, sin_h) = self.rope.angles(&positions);
-        let (cos_h, sin_h) = (std::sync::Arc::new(cos_h), std::sync::Arc::new(sin_h));
-        let fused = crate::ops::supported(self.embed.get(false));
-        // Additive mask [b, 1, 1, t, t] for the composed path: causal within each sequence's real
-        // tokens (padded queries see every real key so no row is empty).
-        let mask = if fused {
-            None
-        } else {
-            let mut mask = vec![0f32; b * t * t];
-            for (bi, &len) in lengths.iter().enumerate() {
-                for i in 0..t {
-                    for j in 0..t {
-                        if !(j < len && (j <= i || i >= len)) {
-                            mask[(bi * t + i) * t + j] = f32::NEG_INFINITY;
-                        }
-                    }
-                }
-            }
-            Some(Tensor::from_vec(mask, (b, 1, 1, t, t), &self.device)?.to_dtype(self.dtype)?)
-        };
-        let scale = 1.0 / (d as f64).sqrt();
+        let ctx = self.train_ctx(b, t, lengths, 0)?;
         let track_base = mode.track && self.base_trainable;
         let mut x = self.embed_tokens(ids, mode.track)?;
         for layer in &self.layers {
-            let h = rms_norm(&x, layer.input_norm.get(track_base), cfg.rms_norm_eps)?;
-            let q = layer.q.forward(&h, mode)?.reshape((b, t, nh, d))?;
-            let k = layer.k.forward(&h, mode)?.reshape((b, t, nkv, d))?;
-            let v = layer.v.forward(&h, mode)?.reshape((b, t, nkv, d))?;
-            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
-                (Some(qn), Some(kn)) => (
-                    rms_norm(&q, qn.get(track_base), cfg.rms_norm_eps)?,
-                    rms_norm(&k, kn.get(track_base), cfg.rms_norm_eps)?,
-                ),
-                _ => (q, k),
-            };
-            let (q, k) = if fused {
-                (
-                    crate::ops::rope(&q.transpose(1, 2)?, cos_h.clone(), sin_h.clone(), t)?,
-                    crate::ops::rope(&k.transpose(1, 2)?, cos_h.clone(), sin_h.clone(), t)?,
-                )
-            } else {
-                (
-                    apply_rope_train(&q.transpose(1, 2)?.contiguous()?, &cos, &sin)?,
-                    apply_rope_train(&k.transpose(1, 2)?.contiguous()?, &cos, &sin)?,
-                )
-            };
-            let v = v.transpose(1, 2)?.contiguous()?;
-            // Group query heads by their kv head: [b, nkv, g·t, d].
-            let q = q.reshape((b, nkv, g * t, d))?;
-            let att = q.matmul(&k.t()?)?;
-            let att = match &mask {
-                None => {
-                    crate::ops::masked_softmax(&att.reshape((b, nkv, g, t, t))?, lengths, scale)?
-                }
-                Some(mask) => candle_nn::ops::softmax(
-                    &(att * scale)?
-                        .reshape((b, nkv, g, t, t))?
-                        .broadcast_add(mask)?,
-                    D::Minus1,
-                )?,
-            };
-            let att = att.reshape((b, nkv, g * t, t))?;
-            let y = att
-                .matmul(&v)?
-                .reshape((b, nh, t, d))?
-                .transpose(1, 2)?
-                .reshape((b * t, nh * d))?;
-            x = (x + layer.o.forward(&y, mode)?)?;
-            let h = rms_norm(&x, layer.post_norm.get(track_base), cfg.rms_norm_eps)?;
-            let (gate, up) = (layer.gate.forward(&h, mode)?, layer.up.forward(&h, mode)?);
-            let mlp = if fused {
-                crate::ops::swiglu(&gate, &up)?
-            } else {
-                (candle_nn::ops::silu(&gate)? * up)?
-            };
-            x = (x + layer.down.forward(&mlp, mode)?)?;
+            x = self.layer_train(layer, &x, &ctx, None, mode)?.0;
         }
-        rms_norm(&x, self.norm.get(track_base), cfg.rms_norm_eps)
+        rms_norm(&x, self.norm.get(track_base), self.cfg.rms_norm_eps)
     }
 
     /// Full logits `[b, t, vocab]` (f32) of a right-padded batch through the training path, with
@@ -197,7 +133,9 @@ impl Transformer {
 
     /// Per-token log-probabilities of the batch's own tokens (and optionally entropies), through
     /// the differentiable path. `input_ids` is `[b, t]` right-padded; `lengths[i]` is row i's real
-    /// length. Only the logits and their log-sum-exp are materialised at vocabulary width.
+    /// length. With [`LogitChunks::Auto`] the LM head runs chunk by chunk over token rows
+    /// ([`crate::ops::linear_logprob`]): no tensor of vocabulary width larger than one chunk is
+    /// kept for backward.
     pub fn token_logprobs(
         &self,
         input_ids: &Tensor,
@@ -223,25 +161,6 @@ impl Transformer {
             .narrow(1, 0, t - 1)?;
         let hidden = hidden.reshape((b * (t - 1), self.cfg.hidden_size))?;
         let work = self.work_dtype();
-        let logits = self.lm_logits(&hidden, mode)?.to_dtype(work)?;
-        let temperature = if opts.temperature == 0.0 {
-            1.0
-        } else {
-            opts.temperature
-        };
-        if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(ModelError::Input(format!(
-                "temperature must be a positive number, got {}",
-                opts.temperature
-            )));
-        }
-        // Divide exactly as the sampler does (`v / T`), so the two paths round alike.
-        let logits = if temperature == 1.0 {
-            logits
-        } else {
-            let t = Tensor::new(temperature, &self.device)?.to_dtype(work)?;
-            logits.broadcast_div(&t)?
-        };
         let mut targets = Vec::with_capacity(b * (t - 1));
         let mut valid = Vec::with_capacity(b * t);
         for (bi, &len) in lengths.iter().enumerate() {
@@ -254,26 +173,7 @@ impl Transformer {
             let zero = Tensor::zeros((b, 1), work, &self.device)?;
             Ok((Tensor::cat(&[&zero, &x], 1)? * &valid)?)
         };
-        let (logprobs, entropy) = if crate::ops::supported(&logits) {
-            let lp = crate::ops::target_logprob(&logits, &targets)?;
-            let ent = if opts.entropy {
-                Some(crate::ops::entropy(&logits)?)
-            } else {
-                None
-            };
-            (lp, ent)
-        } else {
-            let targets = Tensor::from_vec(targets, (b * (t - 1), 1), &self.device)?;
-            let lse = logits.log_sum_exp(D::Minus1)?;
-            let picked = logits.gather(&targets, 1)?.squeeze(1)?;
-            let ent = if opts.entropy {
-                let p = candle_nn::ops::softmax(&logits, D::Minus1)?;
-                Some((&lse - (p * &logits)?.sum(D::Minus1)?)?)
-            } else {
-                None
-            };
-            ((picked - &lse)?, ent)
-        };
+        let (logprobs, entropy) = self.head_logprobs(&hidden, &targets, &opts, mode)?;
         let logprobs = shift(logprobs)?;
         let entropy = entropy.map(shift).transpose()?;
         Ok(TokenLogprobs { logprobs, entropy })

@@ -130,6 +130,7 @@ pub fn optimize(
                         adapters: true,
                         entropy: true,
                         temperature,
+                        ..TrainForward::default()
                     },
                 )?;
                 let old = batch

@@ -1,0 +1,176 @@
+//! One decoder layer of the training forward, shared by the padded-batch forward
+//! ([`Transformer::token_logprobs`]) and the shared-prefix forward
+//! ([`Transformer::group_token_logprobs`]): every op has a correct backward.
+//!
+//! A layer sees `b` rows of `t` own tokens at positions `pos0..pos0 + t`, optionally after a
+//! shared prefix of `pos0` tokens whose post-RoPE keys and values `[1, kv, pos0, d]` (computed by
+//! the same layer on the prefix) are put in front of every row's own keys and values. Query `i`
+//! of row `r` then sees the whole prefix and its own keys `0..=i` within `lengths[r]`; padded
+//! queries see every real key so no softmax row is empty. With `pos0 = 0` and no prefix this is
+//! plain causal self-attention over a right-padded batch.
+
+use crate::error::Result;
+use crate::layers::{rms_norm, ForwardMode};
+use crate::rope::apply_rope_train;
+use candle_core::{Tensor, D};
+use std::sync::Arc;
+
+use super::{Layer, Transformer};
+
+/// Shapes, positions, RoPE angles and mask of one training forward (the same for every layer).
+pub(super) struct TrainCtx {
+    b: usize,
+    t: usize,
+    /// Length of the shared prefix in front of the keys (0: none); also the first own position.
+    pos0: usize,
+    /// Per row: number of real keys (`pos0 + own length`).
+    key_lengths: Vec<usize>,
+    /// Fused CPU kernels (f32/f64 on the CPU) or composed candle ops.
+    fused: bool,
+    cos: Tensor,
+    sin: Tensor,
+    cos_h: Arc<Vec<f64>>,
+    sin_h: Arc<Vec<f64>>,
+    /// Additive mask `[b, 1, 1, t, pos0 + t]` for the composed path.
+    mask: Option<Tensor>,
+}
+
+impl Transformer {
+    /// The context of a forward over `b` rows of `t` tokens at positions `pos0..pos0 + t`
+    /// behind a shared prefix of `pos0` tokens (0: none).
+    pub(super) fn train_ctx(
+        &self,
+        b: usize,
+        t: usize,
+        lengths: &[usize],
+        pos0: usize,
+    ) -> Result<TrainCtx> {
+        let positions: Vec<usize> = (pos0..pos0 + t).collect();
+        let (cos, sin) = self.rope.cos_sin(&positions, self.dtype, &self.device)?;
+        let (cos_h, sin_h) = self.rope.angles(&positions);
+        let fused = crate::ops::supported(self.embed.get(false));
+        let key_lengths: Vec<usize> = lengths.iter().map(|&l| pos0 + l).collect();
+        let tk = pos0 + t;
+        // Query i (key position pos0 + i) of row r sees key j iff j is real and j <= pos0 + i;
+        // a padded query (i >= own length) sees every real key.
+        let mask = if fused {
+            None
+        } else {
+            let mut mask = vec![0f32; b * t * tk];
+            for (r, (&len, &klen)) in lengths.iter().zip(&key_lengths).enumerate() {
+                for i in 0..t {
+                    for j in 0..tk {
+                        if !(j < klen && (j <= pos0 + i || i >= len)) {
+                            mask[(r * t + i) * tk + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            Some(Tensor::from_vec(mask, (b, 1, 1, t, tk), &self.device)?.to_dtype(self.dtype)?)
+        };
+        Ok(TrainCtx {
+            b,
+            t,
+            pos0,
+            key_lengths,
+            fused,
+            cos,
+            sin,
+            cos_h: Arc::new(cos_h),
+            sin_h: Arc::new(sin_h),
+            mask,
+        })
+    }
+
+    /// One layer on `x` `[b·t, hidden]`. `prefix` holds the layer's post-RoPE keys and values of
+    /// the shared prefix (`[1, kv, pos0, d]` each) when `ctx.pos0 > 0`. Returns the layer's
+    /// output and its own post-RoPE keys and values `[b, kv, t, d]`.
+    pub(super) fn layer_train(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        ctx: &TrainCtx,
+        prefix: Option<(&Tensor, &Tensor)>,
+        mode: ForwardMode,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let cfg = &self.cfg;
+        let (b, t) = (ctx.b, ctx.t);
+        let (nh, nkv, d) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let g = cfg.gqa_group();
+        let scale = 1.0 / (d as f64).sqrt();
+        let track_base = mode.track && self.base_trainable;
+        let h = rms_norm(x, layer.input_norm.get(track_base), cfg.rms_norm_eps)?;
+        let q = layer.q.forward(&h, mode)?.reshape((b, t, nh, d))?;
+        let k = layer.k.forward(&h, mode)?.reshape((b, t, nkv, d))?;
+        let v = layer.v.forward(&h, mode)?.reshape((b, t, nkv, d))?;
+        let (q, k) = match (&layer.q_norm, &layer.k_norm) {
+            (Some(qn), Some(kn)) => (
+                rms_norm(&q, qn.get(track_base), cfg.rms_norm_eps)?,
+                rms_norm(&k, kn.get(track_base), cfg.rms_norm_eps)?,
+            ),
+            _ => (q, k),
+        };
+        let (q, k) = if ctx.fused {
+            (
+                crate::ops::rope(&q.transpose(1, 2)?, ctx.cos_h.clone(), ctx.sin_h.clone(), t)?,
+                crate::ops::rope(&k.transpose(1, 2)?, ctx.cos_h.clone(), ctx.sin_h.clone(), t)?,
+            )
+        } else {
+            (
+                apply_rope_train(&q.transpose(1, 2)?.contiguous()?, &ctx.cos, &ctx.sin)?,
+                apply_rope_train(&k.transpose(1, 2)?.contiguous()?, &ctx.cos, &ctx.sin)?,
+            )
+        };
+        let v = v.transpose(1, 2)?.contiguous()?;
+        // Keys and values the queries see: [prefix ; own], the prefix's tensors shared by every
+        // row (broadcast, so their gradient is the sum over rows).
+        let (k_all, v_all) = match prefix {
+            Some((kp, vp)) if ctx.pos0 > 0 => {
+                let shape = (b, nkv, ctx.pos0, d);
+                (
+                    Tensor::cat(&[&kp.broadcast_as(shape)?, &k], 2)?.contiguous()?,
+                    Tensor::cat(&[&vp.broadcast_as(shape)?, &v], 2)?.contiguous()?,
+                )
+            }
+            _ => (k.clone(), v.clone()),
+        };
+        let tk = ctx.pos0 + t;
+        // Group query heads by their kv head: [b, nkv, g·t, d].
+        let q = q.reshape((b, nkv, g * t, d))?;
+        let att = q.matmul(&k_all.t()?)?;
+        let att = match &ctx.mask {
+            None => crate::ops::masked_softmax_offset(
+                &att.reshape((b, nkv, g, t, tk))?,
+                &ctx.key_lengths,
+                scale,
+                ctx.pos0,
+            )?,
+            Some(mask) => candle_nn::ops::softmax(
+                &(att * scale)?
+                    .reshape((b, nkv, g, t, tk))?
+                    .broadcast_add(mask)?,
+                D::Minus1,
+            )?,
+        };
+        let att = att.reshape((b, nkv, g * t, tk))?;
+        let y = att
+            .matmul(&v_all)?
+            .reshape((b, nh, t, d))?
+            .transpose(1, 2)?
+            .reshape((b * t, nh * d))?;
+        let x = (x + layer.o.forward(&y, mode)?)?;
+        let h = rms_norm(&x, layer.post_norm.get(track_base), cfg.rms_norm_eps)?;
+        let (gate, up) = (layer.gate.forward(&h, mode)?, layer.up.forward(&h, mode)?);
+        let mlp = if ctx.fused {
+            crate::ops::swiglu(&gate, &up)?
+        } else {
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
+        let x = (&x + layer.down.forward(&mlp, mode)?)?;
+        Ok((x, k, v))
+    }
+}

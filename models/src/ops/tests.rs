@@ -1,0 +1,218 @@
+//! The fused kernels of `ops` against the composed candle ops, in value and gradient.
+use super::*;
+use candle_core::{Device, Var, D};
+
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    let mut g = crate::init::SeededNormal::new(seed);
+    let n: usize = shape.iter().product();
+    Tensor::from_vec(
+        (0..n).map(|_| g.normal()).collect::<Vec<f64>>(),
+        shape,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn close(a: &Tensor, b: &Tensor, tol: f64) {
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(d <= tol, "max diff {d}");
+}
+
+/// Fused op and composed reference agree in value and in gradient (for a random cotangent).
+fn check(fused: impl Fn(&Tensor) -> Tensor, reference: impl Fn(&Tensor) -> Tensor, x: Tensor) {
+    let v = Var::from_tensor(&x).unwrap();
+    let (yf, yr) = (fused(v.as_tensor()), reference(v.as_tensor()));
+    close(&yf, &yr, 1e-12);
+    let cot = rand(yf.dims(), 99);
+    let gf = (yf * &cot).unwrap().sum_all().unwrap().backward().unwrap();
+    let gr = (yr * &cot).unwrap().sum_all().unwrap().backward().unwrap();
+    close(
+        gf.get(v.as_tensor()).unwrap(),
+        gr.get(v.as_tensor()).unwrap(),
+        1e-12,
+    );
+}
+
+#[test]
+fn masked_softmax_matches_composed() {
+    let lengths = [5usize, 3];
+    let mut mask = vec![0f64; 2 * 5 * 5];
+    for (b, &len) in lengths.iter().enumerate() {
+        for i in 0..5 {
+            for j in 0..5 {
+                if !(j < len && (j <= i || i >= len)) {
+                    mask[(b * 5 + i) * 5 + j] = f64::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    let mask = Tensor::from_vec(mask, (2, 1, 1, 5, 5), &Device::Cpu).unwrap();
+    check(
+        |x| masked_softmax(x, &lengths, 0.7).unwrap(),
+        |x| {
+            candle_nn::ops::softmax(&(x * 0.7).unwrap().broadcast_add(&mask).unwrap(), D::Minus1)
+                .unwrap()
+        },
+        rand(&[2, 2, 3, 5, 5], 1),
+    );
+}
+
+/// SEED-MECHANISMS §8's worked example: toy one-dimensional attention (score q·k, no scaling)
+/// over prefix keys [0.5, −1.0] / values [1, 2] plus each suffix token's own key.
+#[test]
+fn offset_mask_is_the_prefix_grouper_mask() {
+    // Two suffixes of one token each: keys [prefix ; own], queries at position 2.
+    let scores = Tensor::new(
+        &[[0.5f64, -1.0, 0.2], [1.0 * 2.0 * 0.5, -2.0, 0.0]],
+        &Device::Cpu,
+    )
+    .unwrap()
+    .reshape((2, 1, 1, 3))
+    .unwrap();
+    let p = masked_softmax_offset(&scores, &[3, 3], 1.0, 2).unwrap();
+    let v = Tensor::new(&[[1f64, 2.0, 3.0], [1.0, 2.0, -1.0]], &Device::Cpu).unwrap();
+    let out = (p.reshape((2, 3)).unwrap() * v)
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert!((out[0] - 1.868030).abs() < 1e-6, "{}", out[0]);
+    assert!((out[1] - 0.516126).abs() < 1e-6, "{}", out[1]);
+    // The leaky layout (suffix 2 also sees suffix 1's key) differs: 1.209334.
+    let leaky = Tensor::new(&[1.0f64, -2.0, 0.4, 0.0], &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 4))
+        .unwrap();
+    let p = masked_softmax_offset(&leaky, &[4], 1.0, 3).unwrap();
+    let v = Tensor::new(&[1f64, 2.0, 3.0, -1.0], &Device::Cpu).unwrap();
+    let o = (p.flatten_all().unwrap() * v)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!((o - 1.209334).abs() < 1e-6, "{o}");
+    // A query at offset 1 of 3 keys sees only keys 0..=1.
+    let s = Tensor::new(&[0.3f64, 0.1, 5.0], &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 3))
+        .unwrap();
+    let p = masked_softmax_offset(&s, &[3], 1.0, 1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert_eq!(p[2], 0.0);
+}
+
+#[test]
+fn logprob_and_entropy_match_composed() {
+    let targets = [3u32, 0, 6, 2];
+    let t = Tensor::new(&targets, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(1)
+        .unwrap();
+    check(
+        |x| target_logprob(x, &targets).unwrap(),
+        |x| {
+            candle_nn::ops::log_softmax(x, 1)
+                .unwrap()
+                .gather(&t, 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap()
+        },
+        rand(&[4, 7], 2),
+    );
+    check(
+        |x| entropy(x).unwrap(),
+        |x| {
+            let lp = candle_nn::ops::log_softmax(x, 1).unwrap();
+            (lp.exp().unwrap() * lp)
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .neg()
+                .unwrap()
+        },
+        rand(&[4, 7], 3),
+    );
+}
+
+#[test]
+fn rms_norm_matches_composed_for_input_and_weight() {
+    let x = rand(&[3, 4, 6], 4);
+    let w = Var::from_tensor(&(rand(&[6], 5) + 1.0).unwrap()).unwrap();
+    let xv = Var::from_tensor(&x).unwrap();
+    let yf = rms_norm(xv.as_tensor(), w.as_tensor(), 1e-6).unwrap();
+    let yr = crate::layers::rms_norm_composed(xv.as_tensor(), w.as_tensor(), 1e-6).unwrap();
+    close(&yf, &yr, 1e-12);
+    let cot = rand(&[3, 4, 6], 6);
+    let gf = (yf * &cot).unwrap().sum_all().unwrap().backward().unwrap();
+    let gr = (yr * &cot).unwrap().sum_all().unwrap().backward().unwrap();
+    close(
+        gf.get(xv.as_tensor()).unwrap(),
+        gr.get(xv.as_tensor()).unwrap(),
+        1e-12,
+    );
+    close(
+        gf.get(w.as_tensor()).unwrap(),
+        gr.get(w.as_tensor()).unwrap(),
+        1e-12,
+    );
+}
+
+#[test]
+fn rope_matches_rope_slow() {
+    let (t, d) = (5, 8);
+    let mut cos = Vec::new();
+    let mut sin = Vec::new();
+    for p in 0..t {
+        for i in 0..d / 2 {
+            let a = p as f64 * 0.3f64.powi(i as i32);
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    let ct = Tensor::from_vec(cos.clone(), (t, d / 2), &Device::Cpu).unwrap();
+    let st = Tensor::from_vec(sin.clone(), (t, d / 2), &Device::Cpu).unwrap();
+    let (cos, sin) = (Arc::new(cos), Arc::new(sin));
+    check(
+        |x| rope(x, cos.clone(), sin.clone(), t).unwrap(),
+        |x| candle_nn::rotary_emb::rope_slow(x, &ct, &st).unwrap(),
+        rand(&[2, 3, t, d], 7),
+    );
+}
+
+#[test]
+fn swiglu_matches_composed() {
+    let up = Var::from_tensor(&rand(&[4, 9], 8)).unwrap();
+    let gate = Var::from_tensor(&rand(&[4, 9], 9)).unwrap();
+    let yf = swiglu(gate.as_tensor(), up.as_tensor()).unwrap();
+    let yr = (candle_nn::ops::silu(gate.as_tensor()).unwrap() * up.as_tensor()).unwrap();
+    close(&yf, &yr, 1e-12);
+    let cot = rand(&[4, 9], 10);
+    let gf = (yf * &cot).unwrap().sum_all().unwrap().backward().unwrap();
+    let gr = (yr * &cot).unwrap().sum_all().unwrap().backward().unwrap();
+    close(
+        gf.get(gate.as_tensor()).unwrap(),
+        gr.get(gate.as_tensor()).unwrap(),
+        1e-12,
+    );
+    close(
+        gf.get(up.as_tensor()).unwrap(),
+        gr.get(up.as_tensor()).unwrap(),
+        1e-12,
+    );
+}
