@@ -21,13 +21,13 @@ fn mean(recs: &[Rec], k: &str) -> f64 {
 #[test]
 fn ppo_raises_mean_reward() {
     let d = tempfile::tempdir().unwrap();
-    let recs = run(d.path(), &["algorithm.steps=12", "checkpoint.every=0"], &[]);
-    let (first, last) = (mean(&recs[..4], "reward"), mean(&recs[8..], "reward"));
+    let recs = run(d.path(), &["algorithm.steps=18", "checkpoint.every=0"], &[]);
+    let (first, last) = (mean(&recs[..6], "reward"), mean(&recs[12..], "reward"));
     eprintln!(
         "PPO mean reward {first:.3} -> {last:.3}; rewards {:?}",
         recs.iter().map(|r| f(r, "reward")).collect::<Vec<_>>()
     );
-    assert!(last > first + 0.02, "PPO reward {first} -> {last}");
+    assert!(last > first + 0.1, "PPO reward {first} -> {last}");
     for r in &recs {
         assert!(
             f(r, "value_loss").is_finite() && f(r, "value_loss") >= 0.0,
@@ -37,7 +37,7 @@ fn ppo_raises_mean_reward() {
         assert!(f(r, "kl_coef") > 0.0, "KL in the reward: {r:?}");
         assert!(f(r, "onpolicy_max_abs_logprob_diff") <= 1e-5);
     }
-    let ckpt = d.path().join("checkpoints/step-000012");
+    let ckpt = d.path().join("checkpoints/step-000018");
     assert!(ckpt.join("score_head.safetensors").is_file());
 }
 
@@ -66,6 +66,26 @@ fn ppo_resumes_exactly_with_its_value_head() {
     ] {
         let w = |d: &Path| std::fs::read(d.join("checkpoints/step-000003").join(file)).unwrap();
         assert!(w(a.path()) == w(b.path()), "{file} differs after resume");
+    }
+    // The AdamW moments (value head's included), tensor by tensor (the file's header order is
+    // not fixed).
+    let opt = |d: &Path| {
+        candle_core::safetensors::load(
+            d.join("checkpoints/step-000003/optimizer.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    };
+    let (oa, ob) = (opt(a.path()), opt(b.path()));
+    assert!(
+        oa.keys().any(|k| k.contains("score.weight")),
+        "{:?}",
+        oa.keys()
+    );
+    assert_eq!(oa.len(), ob.len());
+    for (k, t) in &oa {
+        let v = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v(t), v(&ob[k]), "optimizer `{k}` differs after resume");
     }
     // The value head moved during training.
     let h = |s: u32| {

@@ -13,7 +13,7 @@ use train_support::*;
 fn reward_model(dir: &Path) -> (Vec<Rec>, PathBuf) {
     ok(&train(&example("reward-model.toml"), &[out_dir(dir)], &[]));
     let recs = records(dir);
-    let ckpt = dir.join("checkpoints/step-000060");
+    let ckpt = dir.join("checkpoints/step-000200");
     (recs, ckpt)
 }
 
@@ -74,6 +74,12 @@ fn reward_model_ranks_held_out_pairs_and_drives_grpo_as_a_model_verifier() {
     eprintln!("oxrl verify with the reward model: {line}");
     let scores = line.to_string();
     assert!(scores.contains("model.score"), "{scores}");
+    let r = |i: usize| line["rewards"][i].as_f64().unwrap();
+    assert!(
+        r(0) > r(1),
+        "the correct sum scores above a wrong one: {scores}"
+    );
+    assert!((0.0..1.0).contains(&r(0)), "sigmoid-normalised: {scores}");
 
     // GRPO with the reward model as the task's only reward.
     let g = tempfile::tempdir().unwrap();
@@ -84,17 +90,34 @@ fn reward_model_ranks_held_out_pairs_and_drives_grpo_as_a_model_verifier() {
     let sets = vec![
         out_dir(g.path()),
         verifiers,
-        "algorithm.steps=12".into(),
-        "eval.at_end=false".into(),
+        "algorithm.steps=30".into(),
+        "algorithm.batch_size=8".into(),
+        "optim.lr=5e-3".into(),
+        "eval.at_start=true".into(),
+        "eval.at_end=true".into(),
         "checkpoint.every=0".into(),
+        "checkpoint.at_end=false".into(),
     ];
     ok(&train(&example("grpo.toml"), &sets, &[]));
     let recs = records(g.path());
-    let rewards: Vec<f64> = recs.iter().map(|r| f(r, "reward")).collect();
-    let first = rewards[..4].iter().sum::<f64>() / 4.0;
-    let last = rewards[8..].iter().sum::<f64>() / 4.0;
-    eprintln!("GRPO on the learned reward: {first:.3} -> {last:.3} ({rewards:?})");
-    assert!(last > first, "learned reward {first} -> {last}");
+    let rewards: Vec<f64> = recs
+        .iter()
+        .filter(|r| r.contains_key("reward"))
+        .map(|r| f(r, "reward"))
+        .collect();
+    assert_eq!(rewards.len(), 30);
+    let first = rewards[..10].iter().sum::<f64>() / 10.0;
+    let last = rewards[20..].iter().sum::<f64>() / 10.0;
+    let (e0, e1) = (
+        f(&recs[0], "eval_reward"),
+        f(recs.last().unwrap(), "eval_reward"),
+    );
+    eprintln!(
+        "GRPO on the learned reward: mean of steps 1-10 {first:.3} -> 21-30 {last:.3}; \
+         greedy held-out reward {e0:.3} -> {e1:.3}"
+    );
+    assert!(last > first + 0.5, "learned reward {first} -> {last}");
+    assert!(e1 > e0, "held-out learned reward {e0} -> {e1}");
 }
 
 #[test]
