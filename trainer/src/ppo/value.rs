@@ -191,9 +191,9 @@ mod tests {
         write_random_model(d.path(), &spec).unwrap();
         let m = oxrl_models::LoadedModel::load(d.path().to_str().unwrap(), &Default::default())
             .unwrap();
-        let head = ScoreHead::new(16, DType::F32, &Device::Cpu, 5).unwrap();
+        let value_head = ScoreHead::new(16, DType::F32, &Device::Cpu, 5).unwrap();
         let mut vars = m.model.trainable_vars();
-        vars.extend(head.vars());
+        vars.extend(value_head.vars());
         let policy = Policy {
             optimizer: AdamW::new(vars, AdamWConfig::default()).unwrap(),
             schedule: LrSchedule::new(&ScheduleConfig::default(), 1e-3, 1).unwrap(),
@@ -201,7 +201,7 @@ mod tests {
             tokenizer: m.tokenizer,
             max_grad_norm: None,
             reference: None,
-            head: Some(head),
+            head: Some(value_head),
         };
         let seqs = [
             Sequence::prompt_completion(&[5, 6, 7], &[8, 9], Some(&[-1.0, -1.0]), 0.0),
