@@ -18,7 +18,7 @@ use std::path::Path;
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     /// A file, a snapshot folder, `hf://datasets/owner/name[/split]`, or `synthetic:arith` /
-    /// `synthetic:countdown`. Relative paths are relative to the task file's folder.
+    /// `synthetic:arith_pairs` (preference pairs) / `synthetic:countdown`. Relative paths are relative to the task file's folder.
     pub source: String,
     /// File format; guessed from the extension when absent.
     #[serde(default)]
@@ -150,9 +150,12 @@ pub fn load(config: &DatasetConfig, base_dir: &Path) -> Result<Dataset> {
                 &config.synthetic,
                 kind,
             )?)?,
+            "arith_pairs" => crate::synthetic_pairs::arith_pairs(
+                &synthetic_params::<ArithParams>(&config.synthetic, kind)?,
+            )?,
             other => {
                 return Err(DatasetError::Config(format!(
-                    "unknown synthetic generator `{other}`; known: arith, countdown"
+                    "unknown synthetic generator `{other}`; known: arith, arith_pairs, countdown"
                 )))
             }
         };

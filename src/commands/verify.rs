@@ -3,8 +3,9 @@
 //! (mapped through the task's field mapping and rendered with its template) or by an `id` that
 //! joins with the task's dataset. Writes one JSON line per row and a summary to stderr.
 //!
-//! The verifiers are built by name with `Registry::builtin()` (every built-in and plugin kind)
-//! into one `WeightedVerifiers`. Joining rows with the task's examples and the accuracy rule
+//! The verifiers are built by name with `oxrl_trainer::model_verifier::registry()` (every
+//! built-in and plugin kind, plus the `model` verifier: a trained reward model) into one
+//! `WeightedVerifiers`. Joining rows with the task's examples and the accuracy rule
 //! live in `oxrl_task::eval`; this command parses rows, batches them and writes lines. Reward of a completion = Σ weightᵢ · rewardᵢ over the task's
 //! verifiers. Components are reported as `<verifier>` (its reward) and
 //! `<verifier>.<component>`. Accuracy is the share of completions whose first `correct`
@@ -14,7 +15,7 @@
 use anyhow::{Context, Result};
 use oxrl_datasets::Example;
 use oxrl_task::{verify_example, Joiner, Judge, Summary, TaskConfig};
-use oxrl_verifiers::{Group, Registry, Verifier, WeightedVerifiers};
+use oxrl_verifiers::{Group, Verifier, WeightedVerifiers};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufWriter, Write};
@@ -173,7 +174,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     let config = TaskConfig::from_path(&args.task)
         .with_context(|| format!("loading task {}", args.task.display()))?;
     let verifiers = config
-        .build_verifiers(&Registry::builtin())
+        .build_verifiers(&oxrl_trainer::model_verifier::registry())
         .with_context(|| format!("building the verifiers of {}", args.task.display()))?;
     let file = std::fs::File::open(&args.completions)
         .with_context(|| format!("opening {}", args.completions.display()))?;

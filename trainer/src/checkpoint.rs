@@ -4,7 +4,9 @@
 //!
 //! - `trainer_state.json`: step, data position, policy version, seed, algorithm, the KL
 //!   controller and BAPO's bounds ([`TrainerState`]);
-//! - `optimizer.safetensors`: the AdamW moments and step count;
+//! - `optimizer.safetensors`: the AdamW moments and step count (the score head's too);
+//! - `score_head.safetensors` (reward model, PPO): the linear score / value head on the trunk
+//!   ([`crate::score_head`]), written by the loop next to `model.safetensors`;
 //! - `trainable.safetensors`: the trained tensors under their training names (LoRA adapters; the
 //!   full weights are already in `model.safetensors` otherwise);
 //! - `train.toml`: the configuration the run used, for the record.
@@ -35,7 +37,7 @@ const TRAINABLE_FILE: &str = "trainable.safetensors";
 pub struct TrainerState {
     /// Format version ([`STATE_FORMAT`]).
     pub format: u32,
-    /// `sft` or `grpo`.
+    /// `sft`, `grpo`, `ppo` or `reward_model`.
     pub algorithm: String,
     /// Steps completed.
     pub step: u64,

@@ -1,6 +1,7 @@
 //! The policy being trained: its model and tokenizer, the AdamW optimizer over its trainable
-//! tensors, the learning-rate schedule, and (when KL is on) the reference policy: the base model
-//! with the LoRA adapters switched off (no copy), or a frozen copy of the initial weights.
+//! tensors, the learning-rate schedule, (when KL is on) the reference policy: the base model
+//! with the LoRA adapters switched off (no copy), or a frozen copy of the initial weights, and
+//! (reward model, PPO) a score head on the trunk.
 
 use crate::batch::PaddedBatch;
 use crate::optim::{AdamW, LrSchedule, OptimError};
@@ -64,6 +65,9 @@ pub struct Policy {
     pub max_grad_norm: Option<f64>,
     /// The KL reference, when KL is on.
     pub reference: Option<Reference>,
+    /// The score head on the trunk (reward model; PPO's value head), trained by the same
+    /// optimizer; saved as `score_head.safetensors` in checkpoints.
+    pub head: Option<crate::score_head::ScoreHead>,
 }
 
 impl Policy {

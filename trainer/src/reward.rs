@@ -1,5 +1,5 @@
 //! Rewards of a training run: the task's weighted verifiers, built once through the registry
-//! (exactly as `oxrl verify` builds them), scoring groups of completions into rewards and
+//! (the built-ins plus the trainer's `model` verifier, exactly as `oxrl verify` builds them), scoring groups of completions into rewards and
 //! correctness.
 //!
 //! Accuracy is `oxrl verify`'s rule (`oxrl_task::Judge`): a completion is correct when the first
@@ -8,7 +8,7 @@
 
 use crate::task::{Judge, TaskConfig};
 use oxrl_datasets::Example;
-use oxrl_verifiers::{Group, Registry, Verifier, WeightedVerifiers};
+use oxrl_verifiers::{Group, Verifier, WeightedVerifiers};
 
 /// The task's verifiers, ready to score.
 pub struct Reward {
@@ -39,7 +39,7 @@ impl Reward {
     /// Builds the task's verifiers; the error is the registry's message.
     pub fn build(task: &TaskConfig) -> Result<Self, String> {
         let verifiers = task
-            .build_verifiers(&Registry::builtin())
+            .build_verifiers(&crate::model_verifier::registry())
             .map_err(|e| e.to_string())?;
         let judge = Judge::new(&verifiers, 0.5);
         Ok(Self { verifiers, judge })

@@ -14,6 +14,8 @@ pub enum Purpose {
     MiniBatches = 2,
     /// LoRA adapter initialisation.
     Lora = 3,
+    /// Score-head (reward model / PPO value head) initialisation.
+    ScoreHead = 4,
 }
 
 /// A seed for `purpose` at `step`, item `index`.

@@ -1,6 +1,6 @@
 //! The training loop behind `oxrl train`: set up (task and verifiers, model, LoRA, reference,
 //! optimizer, schedule, in-process engine, metrics file), optionally continue from a checkpoint,
-//! then run SFT or GRPO steps with periodic evaluation and checkpoints.
+//! then run SFT, GRPO, PPO or reward-model steps with periodic evaluation and checkpoints.
 //!
 //! Order of work: everything that can be wrong in the configuration is checked first
 //! ([`crate::config::TrainConfig::load`] and [`crate::config::validate::prepare_task`]), before a
@@ -13,6 +13,7 @@ use crate::metrics::{num, MetricsFile, Progress, Record};
 use crate::optim::{AdamW, LrSchedule};
 use crate::policy::{Policy, Reference};
 use crate::reward::Reward;
+use crate::score_head::{ScoreHead, SCORE_HEAD_FILE};
 use crate::seeds::{derive, Purpose};
 use crate::task::Task;
 use crate::train_error::{TrainError, TrainResult};
@@ -62,6 +63,8 @@ fn algorithm_name(a: AlgorithmName) -> &'static str {
     match a {
         AlgorithmName::Sft => "sft",
         AlgorithmName::Grpo => "grpo",
+        AlgorithmName::Ppo => "ppo",
+        AlgorithmName::RewardModel => "reward_model",
     }
 }
 
@@ -102,8 +105,8 @@ fn load_model(cfg: &TrainConfig) -> TrainResult<LoadedModel> {
 fn total_optimizer_steps(cfg: &TrainConfig) -> u64 {
     let a = &cfg.algorithm;
     let per_step = match a.name {
-        AlgorithmName::Sft => 1,
-        AlgorithmName::Grpo => {
+        AlgorithmName::Sft | AlgorithmName::RewardModel => 1,
+        AlgorithmName::Grpo | AlgorithmName::Ppo => {
             let seqs = a.batch_size * cfg.rollout.n;
             let mb = a.mini_batch_size.unwrap_or(seqs).clamp(1, seqs);
             a.epochs * seqs.div_ceil(mb)
@@ -177,6 +180,9 @@ impl Run<'_> {
             rec.insert("eval_reward".into(), num(g.reward));
             rec.insert("eval_examples".into(), g.count.into());
         }
+        if cfg.algorithm.name == AlgorithmName::RewardModel {
+            crate::reward_model::evaluate_into(&self.policy, examples, cfg, rec)?;
+        }
         if cfg.algorithm.name == AlgorithmName::Sft {
             let a = &cfg.algorithm;
             if let Some(l) = sft::eval_loss(
@@ -201,6 +207,9 @@ impl Run<'_> {
             opt.save(dir.join(checkpoint::OPTIMIZER_FILE))?;
             if let Some(p) = pending {
                 p.save(dir)?;
+            }
+            if let Some(h) = &self.policy.head {
+                h.save(&dir.join(SCORE_HEAD_FILE))?;
             }
             Ok(())
         };
@@ -254,7 +263,8 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
     if let Some(l) = &cfg.model.lora {
         model.attach_lora(&l.to_lora(), derive(cfg.seed, Purpose::Lora, 0, 0))?;
     }
-    let reference = if cfg.algorithm.name == AlgorithmName::Grpo && cfg.kl.enabled() {
+    let rl = matches!(cfg.algorithm.name, AlgorithmName::Grpo | AlgorithmName::Ppo);
+    let reference = if rl && cfg.kl.enabled() {
         Some(Reference::of(&model)?)
     } else {
         None
@@ -270,10 +280,25 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         kl_controller: None,
         bapo: None,
     };
-    let mut optimizer = AdamW::new(model.trainable_vars(), cfg.optim.adamw())?;
+    // The reward model's score head, PPO's value head: trained with the model, by one optimizer.
+    let head = match cfg.algorithm.name {
+        AlgorithmName::Ppo | AlgorithmName::RewardModel => Some(ScoreHead::new(
+            model.config().hidden_size,
+            model.dtype(),
+            model.device(),
+            derive(cfg.seed, Purpose::ScoreHead, 0, 0),
+        )?),
+        _ => None,
+    };
+    let mut vars = model.trainable_vars();
+    vars.extend(head.iter().flat_map(ScoreHead::vars));
+    let mut optimizer = AdamW::new(vars, cfg.optim.adamw())?;
     let mut pending = None;
     if let Some((dir, st)) = &resume {
         checkpoint::restore_trainable(dir, &model, st.lora)?;
+        if let Some(h) = &head {
+            h.restore(&dir.join(SCORE_HEAD_FILE))?;
+        }
         optimizer.load(dir.join(checkpoint::OPTIMIZER_FILE))?;
         state = st.clone();
         if cfg.rollout.max_staleness > 0 {
@@ -292,6 +317,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         schedule,
         max_grad_norm: cfg.optim.max_grad_norm,
         reference,
+        head,
     };
     let config_toml = toml::to_string(cfg)
         .map_err(|e| TrainError::Invariant(format!("cannot write the config as TOML: {e}")))?;
@@ -308,8 +334,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         ckpt_root,
         config_toml,
     };
-    let needs_engine = cfg.algorithm.name == AlgorithmName::Grpo
-        || (run.evaluating() && cfg.eval.accuracy && run.reward.is_some());
+    let needs_engine = rl || (run.evaluating() && cfg.eval.accuracy && run.reward.is_some());
     if needs_engine {
         match cfg.rollout.engine.urls() {
             None => {
@@ -406,6 +431,24 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
                         &mut run.state,
                         &mut run.pending,
                     )?
+                }
+                AlgorithmName::Ppo => {
+                    let (Some(engine), Some(reward)) = (&run.engine, &run.reward) else {
+                        return Err(TrainError::Invariant(
+                            "PPO without engine or verifiers".into(),
+                        ));
+                    };
+                    crate::ppo::step(
+                        &mut run.policy,
+                        engine.as_ref(),
+                        &run.task,
+                        reward,
+                        cfg,
+                        &mut run.state,
+                    )?
+                }
+                AlgorithmName::RewardModel => {
+                    crate::reward_model::step(&mut run.policy, &run.task, cfg, &mut run.state)?
                 }
             };
             let step = run.state.step;

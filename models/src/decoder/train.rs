@@ -131,6 +131,44 @@ impl Transformer {
             .reshape((b, t, self.cfg.vocab_size))?)
     }
 
+    /// Final hidden states `[b, t, hidden]` (after the last norm) of a right-padded batch
+    /// through the differentiable path, for heads on the trunk (a reward model's or a critic's
+    /// score head). `opts.track` / `opts.adapters` apply; `temperature` and `entropy` are
+    /// ignored. Positions at or after a row's length hold meaningless values.
+    pub fn last_hidden(
+        &self,
+        input_ids: &Tensor,
+        lengths: &[usize],
+        opts: TrainForward,
+    ) -> Result<Tensor> {
+        let (b, t, ids) = self.check_batch(input_ids, lengths)?;
+        let mode = ForwardMode {
+            track: opts.track,
+            adapters: opts.adapters,
+        };
+        Ok(self
+            .hidden_train(&ids, b, t, lengths, mode)?
+            .reshape((b, t, self.cfg.hidden_size))?)
+    }
+
+    /// [`Self::token_logprobs`] and [`Self::last_hidden`] from one forward pass (PPO's policy
+    /// and shared-trunk critic).
+    pub fn token_logprobs_and_hidden(
+        &self,
+        input_ids: &Tensor,
+        lengths: &[usize],
+        opts: TrainForward,
+    ) -> Result<(TokenLogprobs, Tensor)> {
+        let (b, t, ids) = self.check_batch(input_ids, lengths)?;
+        let mode = ForwardMode {
+            track: opts.track,
+            adapters: opts.adapters,
+        };
+        let hidden = self.hidden_train(&ids, b, t, lengths, mode)?;
+        let out = self.logprobs_from_hidden(&hidden, &ids, b, t, lengths, mode, opts)?;
+        Ok((out, hidden.reshape((b, t, self.cfg.hidden_size))?))
+    }
+
     /// Per-token log-probabilities of the batch's own tokens (and optionally entropies), through
     /// the differentiable path. `input_ids` is `[b, t]` right-padded; `lengths[i]` is row i's real
     /// length. With [`LogitChunks::Auto`] the LM head runs chunk by chunk over token rows
@@ -148,6 +186,21 @@ impl Transformer {
             adapters: opts.adapters,
         };
         let hidden = self.hidden_train(&ids, b, t, lengths, mode)?;
+        self.logprobs_from_hidden(&hidden, &ids, b, t, lengths, mode, opts)
+    }
+
+    /// The logprob part of [`Self::token_logprobs`] on hidden states `[b·t, hidden]`.
+    #[allow(clippy::too_many_arguments)]
+    fn logprobs_from_hidden(
+        &self,
+        hidden: &Tensor,
+        ids: &[u32],
+        b: usize,
+        t: usize,
+        lengths: &[usize],
+        mode: ForwardMode,
+        opts: TrainForward,
+    ) -> Result<TokenLogprobs> {
         if t < 2 {
             let z = Tensor::zeros((b, t), DType::F32, &self.device)?;
             return Ok(TokenLogprobs {

@@ -9,6 +9,7 @@
 //! each key, so the whole configuration surface reads in one place.
 
 pub mod overrides;
+pub mod rlhf;
 pub mod validate;
 
 use crate::aggregation::LossAggregation;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub use overrides::Override;
+pub use rlhf::{CriticKind, PpoConfig};
 
 /// The whole `oxrl train` configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,13 +205,18 @@ pub enum AlgorithmName {
     /// GRPO family: sampled groups, verifier rewards, group-normalised advantages, clipped
     /// surrogate.
     Grpo,
+    /// PPO: a value head on the policy, GAE, clipped policy and value losses (`[algorithm.ppo]`).
+    Ppo,
+    /// A Bradley–Terry reward model on preference pairs: the policy's trunk plus a score head
+    /// (`[algorithm.reward_model]`), loaded by the `model` verifier.
+    RewardModel,
 }
 
 /// `[algorithm]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlgorithmConfig {
-    /// `sft` or `grpo`.
+    /// `sft`, `grpo`, `ppo` or `reward_model`.
     pub name: AlgorithmName,
     /// Optimizer steps (SFT) or rollout steps (GRPO) to run.
     pub steps: usize,
@@ -246,6 +253,12 @@ pub struct AlgorithmConfig {
     /// `[algorithm.sft]` (SFT).
     #[serde(default)]
     pub sft: SftConfig,
+    /// `[algorithm.ppo]` (PPO): critic, GAE γ/λ, value loss, whitening.
+    #[serde(default)]
+    pub ppo: PpoConfig,
+    /// `[algorithm.reward_model]` (reward model): the Bradley–Terry loss's options.
+    #[serde(default)]
+    pub reward_model: crate::preference::reward_model::RewardLossConfig,
 }
 
 fn default_batch_size() -> usize {

@@ -1,5 +1,6 @@
 //! Checks of a parsed [`TrainConfig`] that need no model: value ranges, combinations that cannot
-//! work (`n < 2` with a group estimator, GRPO without verifiers), and the task's data and
+//! work (`n < 2` with a group estimator, GRPO or PPO without verifiers, a reward model without
+//! preference pairs), and the task's data and
 //! verifiers, which [`prepare_task`] loads and builds once. Each error names its key.
 
 use super::{AlgorithmName, TrainConfig};
@@ -101,8 +102,11 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
             .to_lowercase(),
         );
     }
-    if a.name == AlgorithmName::Grpo {
-        if a.advantage.estimator.needs_groups() && r.n < 2 {
+    if a.name == AlgorithmName::Ppo {
+        super::rlhf::check_ppo(&a.ppo, r.n).map_err(|(k, m)| TrainError::config(origin, k, m))?;
+    }
+    if matches!(a.name, AlgorithmName::Grpo | AlgorithmName::Ppo) {
+        if a.name == AlgorithmName::Grpo && a.advantage.estimator.needs_groups() && r.n < 2 {
             return err(
                 "rollout.n",
                 format!(
@@ -187,7 +191,14 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
         if task.verifiers.is_empty() {
             return err(
                 "task.verifiers",
-                "GRPO needs at least one [[task.verifiers]]".into(),
+                format!(
+                    "{} needs at least one [[task.verifiers]]",
+                    if a.name == AlgorithmName::Ppo {
+                        "PPO"
+                    } else {
+                        "GRPO"
+                    }
+                ),
             );
         }
     }
@@ -271,7 +282,7 @@ pub fn prepare_task(
             "the training split is empty",
         ));
     }
-    let wants_reward = c.algorithm.name == AlgorithmName::Grpo
+    let wants_reward = matches!(c.algorithm.name, AlgorithmName::Grpo | AlgorithmName::Ppo)
         || (c.eval.accuracy && (c.eval.every > 0 || c.eval.at_start || c.eval.at_end));
     let reward = if wants_reward && !task.verifiers.is_empty() {
         Some(Reward::build(task).map_err(|e| TrainError::config(origin, "task.verifiers", e))?)
@@ -295,6 +306,26 @@ pub fn prepare_task(
                 )
                 .to_lowercase(),
             ));
+        }
+    }
+    if c.algorithm.name == AlgorithmName::RewardModel {
+        for (split, rows) in [
+            ("training", &loaded.data.train),
+            ("held-out", &loaded.data.eval),
+        ] {
+            if let Some(bad) = rows
+                .iter()
+                .find(|e| e.chosen.is_none() || e.rejected.is_none())
+            {
+                return Err(TrainError::config(
+                    origin,
+                    "task.dataset",
+                    format!(
+                        "the reward model trains on preference pairs: {split} example `{}` has no `chosen` / `rejected` (JSONL with prompt, chosen, rejected, or source = \"synthetic:arith_pairs\")",
+                        bad.id
+                    ),
+                ));
+            }
         }
     }
     let evaluating = c.eval.every > 0 || c.eval.at_start || c.eval.at_end;

@@ -1,4 +1,4 @@
-//! One GRPO-family step: collect scored groups through the [`RolloutClient`] (with DAPO's
+//! One GRPO-family step (PPO's too, with the critic of [`crate::ppo`]): collect scored groups through the [`RolloutClient`] (with DAPO's
 //! dynamic sampling and overlong shaping, [`collect`]) → advantages of the configured estimator,
 //! with the KL penalty in the reward when asked ([`advantage`]) → the configured policy loss over
 //! `epochs` passes of shuffled mini-batches with gradient accumulation ([`optimize`]) → publish
@@ -19,7 +19,7 @@ pub mod shaping;
 
 use crate::batch::{pad, Sequence};
 use crate::checkpoint::TrainerState;
-use crate::config::{validate::sampling_params, TrainConfig};
+use crate::config::{validate::sampling_params, AlgorithmName, TrainConfig};
 use crate::metrics::{num, Record};
 use crate::policy::Policy;
 use crate::reward::Reward;
@@ -139,10 +139,10 @@ pub fn step(
         (None, c) => c,
         (Some(_), None) => None,
     };
+    let chunk = a
+        .micro_batch_size
+        .unwrap_or(a.mini_batch_size.unwrap_or(16));
     let refs = if controller.is_some() && !got.groups.is_empty() {
-        let chunk = a
-            .micro_batch_size
-            .unwrap_or(a.mini_batch_size.unwrap_or(16));
         Some(reference_rows(
             policy,
             &got.groups,
@@ -152,16 +152,22 @@ pub fn step(
     } else {
         None
     };
-    let adv = advantage::compute(
-        &got.groups,
-        cfg,
-        refs.as_deref(),
-        if refs.is_some() {
-            controller.as_mut()
-        } else {
-            None
-        },
-    )?;
+    let ctrl = if refs.is_some() {
+        controller.as_mut()
+    } else {
+        None
+    };
+    // PPO: values and GAE instead of the outcome estimator (crate::ppo).
+    let (adv, critic) = if a.name == AlgorithmName::Ppo {
+        let (adv, critic) =
+            crate::ppo::advantages(policy, &got.groups, cfg, refs.as_deref(), ctrl, chunk)?;
+        (adv, Some(critic))
+    } else {
+        (
+            advantage::compute(&got.groups, cfg, refs.as_deref(), ctrl)?,
+            None,
+        )
+    };
     let reference_s = adv_start.elapsed().as_secs_f64();
 
     // Training sequences.
@@ -217,7 +223,14 @@ pub fn step(
                     |seed| sampling_params(cfg, n, seed),
                 )
             });
-            let sums = optimize::optimize(policy, &seqs, cfg, step, &mut bapo);
+            let sums = optimize::optimize(
+                policy,
+                &seqs,
+                cfg,
+                step,
+                &mut bapo,
+                critic.as_ref().map(|c| &c.targets),
+            );
             let next = gather
                 .join()
                 .map_err(|_| TrainError::Invariant("the rollout thread panicked".into()));
@@ -225,7 +238,14 @@ pub fn step(
         })
     } else {
         (
-            optimize::optimize(policy, &seqs, cfg, step, &mut bapo),
+            optimize::optimize(
+                policy,
+                &seqs,
+                cfg,
+                step,
+                &mut bapo,
+                critic.as_ref().map(|c| &c.targets),
+            ),
             Ok(Ok(Collected::default())),
         )
     };
@@ -284,6 +304,12 @@ pub fn step(
         r.insert("kl_coef".into(), num(b));
     }
     r.insert("approx_kl".into(), mean(sums.approx_kl));
+    if let Some(c) = &critic {
+        r.insert("value_loss".into(), mean(sums.value_loss));
+        r.insert("vf_clipfrac".into(), mean(sums.vf_clip));
+        r.insert("value_mean".into(), num(c.value_mean));
+        r.insert("return_mean".into(), num(c.return_mean));
+    }
     r.insert("entropy".into(), mean(sums.entropy));
     r.insert("clip_fraction".into(), mean(sums.clip));
     if let Some(b) = &state.bapo {

@@ -3,6 +3,9 @@
 //! micro-batches. The aggregation normalisers (tokens, sequences, the `…-norm` length) are the
 //! mini-batch's, so accumulating micro-batches gives the same loss and gradient as one pass.
 //!
+//! PPO runs through the same loop with its critic: the value loss joins the policy loss of
+//! every micro-batch (see [`optimize`]).
+//!
 //! The first mini-batch is scored before any update: how far the trainer's recomputed logprobs
 //! are from the rollout's (`onpolicy_*`), which one decoder for both keeps at ≈ 1e-6.
 
@@ -12,6 +15,7 @@ use crate::config::TrainConfig;
 use crate::policy::Policy;
 use crate::policy_loss::bapo::BapoState;
 use crate::policy_loss::{policy_loss, PolicyLossExtras};
+use crate::ppo::value::ValueTargets;
 use crate::seeds::{derive, Purpose};
 use crate::train_error::{TrainError, TrainResult};
 use candle_core::{DType, Tensor};
@@ -43,6 +47,10 @@ pub struct Sums {
     pub train_tokens: usize,
     /// `(max |Δ logprob|, max |ratio − 1|)` on the first mini-batch, before any update.
     pub onpolicy: Option<(f64, f64)>,
+    /// PPO's value loss (sum, count).
+    pub value_loss: (f64, usize),
+    /// PPO's value clip fraction (sum, count).
+    pub vf_clip: (f64, usize),
 }
 
 fn add(acc: &mut (f64, usize), v: Option<f64>) {
@@ -86,12 +94,15 @@ fn mini_batch_norm(seqs: &[&Sequence], max_tokens: usize) -> AggregationNorm {
 }
 
 /// Runs the optimisation of step `step` over `seqs`; `bapo` carries BAPO's bounds across calls.
+/// With `critic` (PPO), each micro-batch's forward also returns the trunk's hidden states and
+/// the loss adds `vf_coef` × the clipped value loss of the policy's value head.
 pub fn optimize(
     policy: &mut Policy,
     seqs: &[Sequence],
     cfg: &TrainConfig,
     step: u64,
     bapo: &mut Option<BapoState>,
+    critic: Option<&ValueTargets>,
 ) -> TrainResult<Sums> {
     let a = &cfg.algorithm;
     let total = seqs.len();
@@ -109,8 +120,8 @@ pub fn optimize(
             total,
             derive(cfg.seed, Purpose::MiniBatches, step, epoch as u64),
         );
-        for mini in order.chunks(mb) {
-            let mini: Vec<&Sequence> = mini.iter().map(|&i| &seqs[i]).collect();
+        for mini_idx in order.chunks(mb) {
+            let mini: Vec<&Sequence> = mini_idx.iter().map(|&i| &seqs[i]).collect();
             let norm = mini_batch_norm(&mini, cfg.rollout.max_tokens);
             let micro = a
                 .micro_batch_size
@@ -119,20 +130,30 @@ pub fn optimize(
             let mut grads = None;
             let mut mini_loss = 0f64;
             let mut deviation: Option<(f64, f64)> = None;
-            for part in mini.chunks(micro) {
+            for (part, part_idx) in mini.chunks(micro).zip(mini_idx.chunks(micro)) {
                 let batch = pad(part, &device)?;
                 sums.train_tokens += batch.total_tokens;
-                let out = policy.model.token_logprobs(
-                    &batch.ids,
-                    &batch.lengths,
-                    TrainForward {
-                        track: true,
-                        adapters: true,
-                        entropy: true,
-                        temperature,
-                        ..TrainForward::default()
-                    },
-                )?;
+                let opts = TrainForward {
+                    track: true,
+                    adapters: true,
+                    entropy: true,
+                    temperature,
+                    ..TrainForward::default()
+                };
+                let (out, hidden) = if critic.is_some() {
+                    let (o, h) =
+                        policy
+                            .model
+                            .token_logprobs_and_hidden(&batch.ids, &batch.lengths, opts)?;
+                    (o, Some(h))
+                } else {
+                    (
+                        policy
+                            .model
+                            .token_logprobs(&batch.ids, &batch.lengths, opts)?,
+                        None,
+                    )
+                };
                 let old = batch
                     .old_logprobs
                     .as_ref()
@@ -166,8 +187,24 @@ pub fn optimize(
                 if let Some(s) = lo.bapo_state {
                     *bapo = Some(s);
                 }
-                mini_loss += lo.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                policy.accumulate(&mut grads, &lo.loss)?;
+                let loss = match (critic, &hidden) {
+                    (Some(c), Some(h)) => {
+                        let head = crate::ppo::value::head(policy)?;
+                        let vl = c.loss(head, h, part_idx, &batch, loss_cfg.aggregation, &norm)?;
+                        add(
+                            &mut sums.value_loss,
+                            Some(vl.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?),
+                        );
+                        add(
+                            &mut sums.vf_clip,
+                            Some(vl.clipfrac.to_dtype(DType::F64)?.to_scalar::<f64>()?),
+                        );
+                        (lo.loss + (vl.loss * c.vf_coef)?)?
+                    }
+                    _ => lo.loss,
+                };
+                mini_loss += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                policy.accumulate(&mut grads, &loss)?;
                 add(&mut sums.clip, lo.metrics.clip_frac);
                 add(&mut sums.kl, lo.metrics.kl);
                 add(&mut sums.entropy, lo.metrics.entropy);

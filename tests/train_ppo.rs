@@ -1,0 +1,121 @@
+//! PPO end to end on `examples/ppo.toml` and the built-in tiny model: mean reward rises, the value
+//! head trains (value loss reported, head in every checkpoint), `--resume` continues bit for bit
+//! (value head and its AdamW moments restored), and PPO's config errors name their key.
+
+mod train_support;
+
+use std::path::Path;
+use train_support::*;
+
+fn run(dir: &Path, sets: &[&str], extra: &[&str]) -> Vec<Rec> {
+    let mut all = vec![out_dir(dir), "eval.at_end=false".into()];
+    all.extend(sets.iter().map(|s| s.to_string()));
+    ok(&train(&example("ppo.toml"), &all, extra));
+    records(dir)
+}
+
+fn mean(recs: &[Rec], k: &str) -> f64 {
+    recs.iter().map(|r| f(r, k)).sum::<f64>() / recs.len() as f64
+}
+
+#[test]
+fn ppo_raises_mean_reward() {
+    let d = tempfile::tempdir().unwrap();
+    let recs = run(d.path(), &["algorithm.steps=18", "checkpoint.every=0"], &[]);
+    let (first, last) = (mean(&recs[..6], "reward"), mean(&recs[12..], "reward"));
+    eprintln!(
+        "PPO mean reward {first:.3} -> {last:.3}; rewards {:?}",
+        recs.iter().map(|r| f(r, "reward")).collect::<Vec<_>>()
+    );
+    assert!(last > first + 0.1, "PPO reward {first} -> {last}");
+    for r in &recs {
+        assert!(
+            f(r, "value_loss").is_finite() && f(r, "value_loss") >= 0.0,
+            "{r:?}"
+        );
+        assert!(f(r, "vf_clipfrac") >= 0.0);
+        assert!(f(r, "kl_coef") > 0.0, "KL in the reward: {r:?}");
+        assert!(f(r, "onpolicy_max_abs_logprob_diff") <= 1e-5);
+    }
+    let ckpt = d.path().join("checkpoints/step-000018");
+    assert!(ckpt.join("score_head.safetensors").is_file());
+}
+
+#[test]
+fn ppo_resumes_exactly_with_its_value_head() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let common = [
+        "algorithm.steps=3",
+        "checkpoint.every=1",
+        "checkpoint.keep=0",
+    ];
+    let full = run(a.path(), &common, &[]);
+    let mut sets = common.to_vec();
+    sets.push("algorithm.steps=2");
+    run(b.path(), &sets, &[]);
+    let resumed = run(b.path(), &common, &["--resume", "latest"]);
+    assert_eq!(resumed.len(), 3);
+    for (x, y) in full.iter().zip(&resumed) {
+        assert_eq!(strip_times(x), strip_times(y));
+    }
+    for file in [
+        "model.safetensors",
+        "score_head.safetensors",
+        "optimizer.safetensors",
+    ] {
+        let w = |d: &Path| std::fs::read(d.join("checkpoints/step-000003").join(file)).unwrap();
+        assert!(w(a.path()) == w(b.path()), "{file} differs after resume");
+    }
+    // The AdamW moments (value head's included), tensor by tensor (the file's header order is
+    // not fixed).
+    let opt = |d: &Path| {
+        candle_core::safetensors::load(
+            d.join("checkpoints/step-000003/optimizer.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    };
+    let (oa, ob) = (opt(a.path()), opt(b.path()));
+    assert!(
+        oa.keys().any(|k| k.contains("score.weight")),
+        "{:?}",
+        oa.keys()
+    );
+    assert_eq!(oa.len(), ob.len());
+    for (k, t) in &oa {
+        let v = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v(t), v(&ob[k]), "optimizer `{k}` differs after resume");
+    }
+    // The value head moved during training.
+    let h = |s: u32| {
+        tensor_f32(
+            &a.path()
+                .join(format!("checkpoints/step-00000{s}/score_head.safetensors")),
+            "score.weight",
+        )
+    };
+    assert_ne!(h(1), h(3));
+}
+
+#[test]
+fn ppo_config_errors_name_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    for (set, key) in [
+        ("algorithm.ppo.gamma=1.5", "algorithm.ppo.gamma"),
+        ("algorithm.ppo.lam=-0.1", "algorithm.ppo.lam"),
+        ("algorithm.ppo.vf_coef=-1", "algorithm.ppo.vf_coef"),
+        (
+            "algorithm.ppo.cliprange_value=-0.2",
+            "algorithm.ppo.cliprange_value",
+        ),
+        ("algorithm.ppo.critic=\"separate\"", "algorithm.ppo.critic"),
+        ("algorithm.ppo.gae_lambda=0.9", "algorithm.ppo"),
+        ("task.verifiers=[]", "task.verifiers"),
+    ] {
+        let out = train(&example("ppo.toml"), &[out_dir(d.path()), set.into()], &[]);
+        assert!(!out.status.success(), "{set} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("`{key}")), "{set}: {err}");
+    }
+}
