@@ -35,7 +35,7 @@ const TRAINABLE_FILE: &str = "trainable.safetensors";
 pub struct TrainerState {
     /// Format version ([`STATE_FORMAT`]).
     pub format: u32,
-    /// `sft` or `grpo`.
+    /// `sft`, `grpo`, `dpo` or `online_dpo`.
     pub algorithm: String,
     /// Steps completed.
     pub step: u64,

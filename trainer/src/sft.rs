@@ -30,7 +30,20 @@ pub fn encode_example(
 ) -> TrainResult<Sequence> {
     let text = target_text(e, target)
         .ok_or_else(|| TrainError::Invariant(format!("example `{}` has no SFT target", e.id)))?;
-    let (mut ids, mut mask) = match &e.prompt {
+    encode_prompt_target(tok, &e.prompt, text, max_len, &e.id)
+}
+
+/// Encodes `prompt` followed by the target `text` (the loss mask on the target only: the chat
+/// template's assistant tokens, or the text and an EOS token after a plain prompt), truncated to
+/// `max_len` tokens; `id` names the example in errors. SFT and DPO (each side of a pair) share it.
+pub fn encode_prompt_target(
+    tok: &Tokenizer,
+    prompt: &Prompt,
+    text: &str,
+    max_len: usize,
+    id: &str,
+) -> TrainResult<Sequence> {
+    let (mut ids, mut mask) = match prompt {
         Prompt::Messages(m) => {
             let mut msgs = chat_messages(m);
             msgs.push(oxrl_models::ChatMessage::new("assistant", text));
@@ -56,8 +69,7 @@ pub fn encode_example(
     }
     if !mask.iter().any(|&m| m) {
         return Err(TrainError::Invariant(format!(
-            "example `{}` has no target tokens within {max_len} tokens",
-            e.id
+            "example `{id}` has no target tokens within {max_len} tokens"
         )));
     }
     Ok(Sequence {

@@ -203,13 +203,17 @@ pub enum AlgorithmName {
     /// GRPO family: sampled groups, verifier rewards, group-normalised advantages, clipped
     /// surrogate.
     Grpo,
+    /// DPO family offline: a dataset of (prompt, chosen, rejected) pairs.
+    Dpo,
+    /// DPO family online: pairs built each step from `rollout.n` samples ranked by the verifiers.
+    OnlineDpo,
 }
 
 /// `[algorithm]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlgorithmConfig {
-    /// `sft` or `grpo`.
+    /// `sft`, `grpo`, `dpo` or `online_dpo`.
     pub name: AlgorithmName,
     /// Optimizer steps (SFT) or rollout steps (GRPO) to run.
     pub steps: usize,
@@ -246,6 +250,14 @@ pub struct AlgorithmConfig {
     /// `[algorithm.sft]` (SFT).
     #[serde(default)]
     pub sft: SftConfig,
+    /// `[algorithm.preference_loss]` (DPO, online DPO): TRL's `DPOConfig` names (`beta`,
+    /// `loss_type`, `loss_weights`, `label_smoothing`, …; the math crate's
+    /// [`crate::preference::PreferenceLossConfig`]).
+    #[serde(default)]
+    pub preference_loss: crate::preference::PreferenceLossConfig,
+    /// `[algorithm.dpo]` (DPO, online DPO): the reference policy.
+    #[serde(default)]
+    pub dpo: crate::dpo::DpoConfig,
 }
 
 fn default_batch_size() -> usize {

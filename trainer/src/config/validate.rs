@@ -1,5 +1,6 @@
 //! Checks of a parsed [`TrainConfig`] that need no model: value ranges, combinations that cannot
-//! work (`n < 2` with a group estimator, GRPO without verifiers), and the task's data and
+//! work (`n < 2` with a group estimator, GRPO without verifiers; the DPO family's in
+//! [`crate::dpo::config`]), and the task's data and
 //! verifiers, which [`prepare_task`] loads and builds once. Each error names its key.
 
 use super::{AlgorithmName, TrainConfig};
@@ -181,6 +182,7 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
             );
         }
     }
+    crate::dpo::config::check(c, task, origin)?;
     let params = sampling_params(c, r.n, None);
     if let Err(e) = params.validate() {
         return err(&format!("rollout.{}", e.field), e.message);
@@ -261,8 +263,11 @@ pub fn prepare_task(
             "the training split is empty",
         ));
     }
-    let wants_reward = c.algorithm.name == AlgorithmName::Grpo
-        || (c.eval.accuracy && (c.eval.every > 0 || c.eval.at_start || c.eval.at_end));
+    let wants_reward = matches!(
+        c.algorithm.name,
+        AlgorithmName::Grpo | AlgorithmName::OnlineDpo
+    ) || (c.eval.accuracy
+        && (c.eval.every > 0 || c.eval.at_start || c.eval.at_end));
     let reward = if wants_reward && !task.verifiers.is_empty() {
         Some(Reward::build(task).map_err(|e| TrainError::config(origin, "task.verifiers", e))?)
     } else {
@@ -287,6 +292,7 @@ pub fn prepare_task(
             ));
         }
     }
+    crate::dpo::config::check_data(c, &loaded, origin)?;
     let evaluating = c.eval.every > 0 || c.eval.at_start || c.eval.at_end;
     if evaluating && loaded.data.eval.is_empty() {
         return Err(TrainError::config(

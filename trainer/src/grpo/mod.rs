@@ -68,6 +68,30 @@ fn reference_rows(
     Ok(rows)
 }
 
+/// Publishes the weights after a step that `updated` them (served at `version` when the step
+/// began) and checks that the version went up by exactly one; a step without an update
+/// publishes nothing and keeps `version`. Online DPO syncs through this too.
+pub fn publish(
+    client: &dyn RolloutClient,
+    policy: &Policy,
+    version: u64,
+    updated: bool,
+) -> TrainResult<u64> {
+    if !updated {
+        return Ok(version);
+    }
+    let v = client
+        .sync_weights(&policy.model)
+        .map_err(|e| TrainError::Rollout(e.to_string()))?;
+    if v != version + 1 {
+        return Err(TrainError::Invariant(format!(
+            "policy version went {version} → {v}, expected {}",
+            version + 1
+        )));
+    }
+    Ok(v)
+}
+
 /// Runs GRPO step `state.step + 1`, advancing `state`, and returns its metrics record.
 pub fn step(
     policy: &mut Policy,
@@ -166,20 +190,7 @@ pub fn step(
 
     // Weight sync.
     let sync_start = Instant::now();
-    let new_version = if sums.steps > 0 {
-        let v = client
-            .sync_weights(&policy.model)
-            .map_err(|e| TrainError::Rollout(e.to_string()))?;
-        if v != version + 1 {
-            return Err(TrainError::Invariant(format!(
-                "policy version went {version} → {v}, expected {}",
-                version + 1
-            )));
-        }
-        v
-    } else {
-        version
-    };
+    let new_version = publish(client, policy, version, sums.steps > 0)?;
     let sync_s = sync_start.elapsed().as_secs_f64();
 
     state.step = step;
