@@ -8,6 +8,7 @@ mod train_support;
 
 use serde_json::Value;
 use std::path::Path;
+use std::process::Command;
 use train_support::*;
 
 #[test]

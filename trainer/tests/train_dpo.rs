@@ -249,7 +249,7 @@ fn key_of(r: Result<TrainSummary, TrainError>) -> String {
 
 #[test]
 fn dpo_config_errors_name_the_key_before_any_work() {
-    let cases: [(&str, &[&str], &str); 7] = [
+    let cases: [(&str, &[&str], &str); 8] = [
         (
             DPO,
             &["algorithm.dpo.refrence=copy"],
@@ -276,6 +276,7 @@ fn dpo_config_errors_name_the_key_before_any_work() {
             "task.dataset",
         ),
         (ONLINE, &["rollout.n=1"], "rollout.n"),
+        (ONLINE, &["kl.coef=0.1"], "kl.coef"),
         (ONLINE, &["task.verifiers=[]"], "task.verifiers"),
     ];
     for (text, sets, key) in cases {

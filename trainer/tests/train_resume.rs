@@ -131,6 +131,7 @@ fn dpo_two_steps_equal_one_plus_resume_plus_one() {
         "algorithm.name=dpo",
         "task.dataset.source=\"synthetic:arith_pairs\"",
         "task.verifiers=[]",
+        "kl.coef=0",
     ]);
 }
 
@@ -140,6 +141,7 @@ fn dpo_with_lora_adapters_off_resumes_exactly() {
         "algorithm.name=dpo",
         "task.dataset.source=\"synthetic:arith_pairs\"",
         "task.verifiers=[]",
+        "kl.coef=0",
         "model.lora={rank = 4, alpha = 8.0}",
         "algorithm.dpo.reference=adapters_off",
     ]);
@@ -147,5 +149,5 @@ fn dpo_with_lora_adapters_off_resumes_exactly() {
 
 #[test]
 fn online_dpo_two_steps_equal_one_plus_resume_plus_one() {
-    check(&["algorithm.name=online_dpo"]);
+    check(&["algorithm.name=online_dpo", "kl.coef=0"]);
 }

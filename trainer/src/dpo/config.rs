@@ -60,6 +60,14 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
             );
         }
     }
+    if c.kl.coef != 0.0 {
+        return err(
+            "kl.coef",
+            "the DPO family's pull towards the reference is algorithm.preference_loss.beta; \
+             [kl] is not used: remove it (or set kl.coef = 0)"
+                .into(),
+        );
+    }
     if a.micro_batch_size.is_some() {
         return err(
             "algorithm.micro_batch_size",
