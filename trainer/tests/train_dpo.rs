@@ -286,3 +286,45 @@ fn dpo_config_errors_name_the_key_before_any_work() {
         assert!(!d.path().join("out").exists(), "{sets:?}: work started");
     }
 }
+
+/// A shipped example config, loaded as `oxrl train` loads it, with overrides.
+fn example(dir: &Path, name: &str, sets: &[&str]) -> TrainSummary {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    let mut o: Vec<Override> = sets.iter().map(|s| Override::parse(s).unwrap()).collect();
+    o.push(Override::parse(&format!("output_dir={}", dir.display())).unwrap());
+    o.push(Override::parse("log.progress=false").unwrap());
+    let loaded = TrainConfig::load(&path, &o).unwrap();
+    train(
+        &loaded,
+        &TrainOptions {
+            resume: None,
+            progress: Some(false),
+            stop: None,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn shipped_examples_run() {
+    let d = tempfile::tempdir().unwrap();
+    let s = example(&d.path().join("dpo"), "dpo.toml", &[]);
+    let (first, last) = (&s.records[0], s.records.last().unwrap());
+    eprintln!(
+        "examples/dpo.toml: held-out margin {} → {}, accuracy {} → {}",
+        f(first, "eval_rewards/margins"),
+        f(last, "eval_rewards/margins"),
+        f(first, "eval_rewards/accuracies"),
+        f(last, "eval_rewards/accuracies"),
+    );
+    assert!(f(last, "eval_rewards/margins") > f(first, "eval_rewards/margins"));
+    assert!(f(last, "eval_accuracy").is_finite(), "greedy accuracy too");
+    let s = example(&d.path().join("online"), "dpo-online.toml", &[]);
+    let r: Vec<f64> = s.records.iter().map(|r| f(r, "reward")).collect();
+    eprintln!("examples/dpo-online.toml: reward per step {r:?}");
+    let last = s.records.last().unwrap();
+    assert!(f(last, "policy_version") >= 1.0);
+    assert!(f(last, "eval_reward").is_finite());
+}
