@@ -8,7 +8,7 @@ use crate::formats::{read_file, Format, ReadOptions};
 use crate::mapping::FieldMapping;
 use crate::shuffle::{split_indices, EpochSampler, EvalSize};
 use crate::source::resolve;
-use crate::synthetic::{arith, countdown, ArithParams, CountdownParams};
+use crate::synthetic::{arith, arith_pairs, countdown, ArithParams, CountdownParams};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
@@ -17,8 +17,8 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
-    /// A file, a snapshot folder, `hf://datasets/owner/name[/split]`, or `synthetic:arith` /
-    /// `synthetic:arith_pairs` (preference pairs) / `synthetic:countdown`. Relative paths are relative to the task file's folder.
+    /// A file, a snapshot folder, `hf://datasets/owner/name[/split]`, or `synthetic:arith`,
+    /// `synthetic:arith_pairs` (preference pairs) or `synthetic:countdown`. Relative paths are relative to the task file's folder.
     pub source: String,
     /// File format; guessed from the extension when absent.
     #[serde(default)]
@@ -146,13 +146,13 @@ pub fn load(config: &DatasetConfig, base_dir: &Path) -> Result<Dataset> {
     if let Some(kind) = config.source.strip_prefix("synthetic:") {
         let mut examples = match kind {
             "arith" => arith(&synthetic_params::<ArithParams>(&config.synthetic, kind)?)?,
+            "arith_pairs" => {
+                arith_pairs(&synthetic_params::<ArithParams>(&config.synthetic, kind)?)?
+            }
             "countdown" => countdown(&synthetic_params::<CountdownParams>(
                 &config.synthetic,
                 kind,
             )?)?,
-            "arith_pairs" => crate::synthetic_pairs::arith_pairs(
-                &synthetic_params::<ArithParams>(&config.synthetic, kind)?,
-            )?,
             other => {
                 return Err(DatasetError::Config(format!(
                     "unknown synthetic generator `{other}`; known: arith, arith_pairs, countdown"

@@ -10,7 +10,6 @@ pub mod mapping;
 pub mod shuffle;
 pub mod source;
 pub mod synthetic;
-pub mod synthetic_pairs;
 pub mod template;
 
 pub use dataset::{load, load_split, Dataset, DatasetConfig, SplitDataset};

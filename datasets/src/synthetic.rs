@@ -1,4 +1,5 @@
-//! Seeded synthetic task generators: multi-digit arithmetic and countdown-style number puzzles.
+//! Seeded synthetic task generators: multi-digit arithmetic, arithmetic preference pairs (the
+//! correct result chosen, a wrong one rejected) and countdown-style number puzzles.
 //! The same parameters and seed always give the same examples (the PRNG is the crate's own
 //! [`SplitMix64`]). The metadata field names are a contract with the `arith` verifier:
 //! arithmetic rows carry `{"kind": "arith", ...}`, countdown rows carry
@@ -125,6 +126,32 @@ pub fn arith(p: &ArithParams) -> Result<Vec<Example>> {
     Ok(out)
 }
 
+/// Generates arithmetic preference pairs: the problems of [`arith`] with the same parameters,
+/// `chosen` = the exact result, `rejected` = a wrong integer (the result off by 1..=9 either
+/// way, drawn from a stream seeded by `seed` apart from the problems'). The reference `answer`
+/// stays, so the `arith` verifier and greedy accuracy work on the same rows.
+pub fn arith_pairs(p: &ArithParams) -> Result<Vec<Example>> {
+    let mut out = arith(p)?;
+    let mut rng = SplitMix64::new(p.seed ^ 0xA5A5_5A5A_D1B5_4A32);
+    for (i, e) in out.iter_mut().enumerate() {
+        let result: i64 = e
+            .answer
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| DatasetError::Config("arith_pairs: a non-integer answer".into()))?;
+        let off = rng.range_inclusive(1, 9);
+        let wrong = if rng.below(2) == 0 || result - off < 0 {
+            result + off
+        } else {
+            result - off
+        };
+        e.id = format!("arith-pair-{i}");
+        e.chosen = Some(result.to_string());
+        e.rejected = Some(wrong.to_string());
+    }
+    Ok(out)
+}
+
 /// One countdown puzzle: the numbers (shuffled), the target and one solution expression.
 fn countdown_one(rng: &mut SplitMix64, p: &CountdownParams) -> Option<(Vec<i64>, i64, String)> {
     let numbers: Vec<i64> = (0..p.count)
@@ -231,6 +258,28 @@ pub fn countdown(p: &CountdownParams) -> Result<Vec<Example>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arith_pairs_prefer_the_exact_result_and_repeat() {
+        let p = ArithParams {
+            n: 50,
+            seed: 7,
+            ..ArithParams::default()
+        };
+        let a = arith_pairs(&p).unwrap();
+        assert_eq!(a, arith_pairs(&p).unwrap());
+        let plain = arith(&p).unwrap();
+        for (e, q) in a.iter().zip(&plain) {
+            assert_eq!(e.prompt, q.prompt);
+            assert_eq!(e.chosen, q.answer);
+            let (c, r): (i64, i64) = (
+                e.chosen.as_deref().unwrap().parse().unwrap(),
+                e.rejected.as_deref().unwrap().parse().unwrap(),
+            );
+            assert!(c != r && (c - r).abs() <= 9 && r >= 0, "{c} vs {r}");
+            assert_eq!(e.kind(), crate::example::RecordKind::Preference);
+        }
+    }
 
     /// A tiny exact evaluator of `+ - * /` expressions with parentheses over integers; returns
     /// the value and the literals used.

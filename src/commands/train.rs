@@ -13,7 +13,8 @@ use std::sync::Arc;
 /// Arguments of `oxrl train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Training configuration (TOML; see examples/sft.toml, grpo.toml, ppo.toml, reward-model.toml).
+    /// Training configuration (TOML; see examples/sft.toml, grpo.toml, ppo.toml, dpo.toml,
+    /// dpo-online.toml, reward-model.toml).
     pub config: PathBuf,
     /// Override a config key: `--set algorithm.steps=10 --set optim.lr=1e-4`.
     #[arg(long = "set", value_name = "KEY=VALUE")]

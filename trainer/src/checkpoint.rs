@@ -37,7 +37,7 @@ const TRAINABLE_FILE: &str = "trainable.safetensors";
 pub struct TrainerState {
     /// Format version ([`STATE_FORMAT`]).
     pub format: u32,
-    /// `sft`, `grpo`, `ppo` or `reward_model`.
+    /// `sft`, `grpo`, `ppo`, `reward_model`, `dpo` or `online_dpo`.
     pub algorithm: String,
     /// Steps completed.
     pub step: u64,

@@ -35,6 +35,7 @@ pub mod value_loss;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod dpo;
 pub mod eval;
 pub mod fault;
 pub mod grpo;

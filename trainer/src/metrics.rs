@@ -92,9 +92,10 @@ pub struct Progress {
 }
 
 /// Metrics shown on the bar, in order, with their short labels.
-const SHOWN: [(&str, &str); 8] = [
+const SHOWN: [(&str, &str); 9] = [
     ("loss", "loss"),
     ("reward", "reward"),
+    ("rewards/margins", "margin"),
     ("accuracy", "acc"),
     ("kl", "kl"),
     ("entropy", "ent"),

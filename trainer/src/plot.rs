@@ -1,5 +1,6 @@
 //! The run's picture: `metrics.png` next to `metrics.jsonl`, redrawn after every step — four
-//! panels over steps: reward and accuracy (train, and greedy eval when present), KL (in the loss,
+//! panels over steps: reward and accuracy (train, and greedy eval when present; DPO's
+//! chosen-vs-rejected margin, train and held-out), KL (in the loss,
 //! in the reward, and old→new), mean response length, and loss.
 //!
 //! Text needs a TrueType font; plotters' `ab_glyph` renderer gets the first one found among
@@ -70,12 +71,14 @@ pub fn draw(metrics_jsonl: &Path, png: &Path) -> TrainResult<()> {
         .collect();
     let panels: [(&str, Vec<Series>); 4] = [
         (
-            "reward / accuracy",
+            "reward / accuracy / DPO margin",
             vec![
                 series(&records, "reward"),
                 series(&records, "accuracy"),
                 series(&records, "eval_accuracy"),
                 series(&records, "eval_reward"),
+                series(&records, "rewards/margins"),
+                series(&records, "eval_rewards/margins"),
             ],
         ),
         (

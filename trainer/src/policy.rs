@@ -25,8 +25,14 @@ impl Reference {
         if model.has_lora() {
             return Ok(Reference::AdaptersOff);
         }
+        Self::frozen_copy(model)
+    }
+
+    /// A frozen deep copy of `model`'s current weights (LoRA adapters merged in), sharing no
+    /// tensor with it.
+    pub fn frozen_copy(model: &Transformer) -> TrainResult<Self> {
         let copied = model
-            .named_tensors(false)?
+            .named_tensors(true)?
             .into_iter()
             .map(|(k, t)| Ok((k, t.copy()?)))
             .collect::<candle_core::Result<_>>()?;

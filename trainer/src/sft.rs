@@ -39,16 +39,45 @@ pub fn encode_example(
 ) -> TrainResult<Sequence> {
     let text = target_text(e, target)
         .ok_or_else(|| TrainError::Invariant(format!("example `{}` has no SFT target", e.id)))?;
-    let (mut ids, mut mask) = match &e.prompt {
-        Prompt::Messages(m) if target == SftTarget::Conversation => {
-            tok.encode_chat_with_assistant_mask(&chat_messages(m))?
+    let text = (target != SftTarget::Conversation).then_some(text);
+    encode_masked(tok, &e.prompt, text, max_len, &e.id)
+}
+
+/// Encodes `prompt` followed by the target `text` (the loss mask on the target only: the chat
+/// template's assistant tokens, or the text and an EOS token after a plain prompt), truncated to
+/// `max_len` tokens; `id` names the example in errors. SFT and DPO (each side of a pair) share it.
+pub fn encode_prompt_target(
+    tok: &Tokenizer,
+    prompt: &Prompt,
+    text: &str,
+    max_len: usize,
+    id: &str,
+) -> TrainResult<Sequence> {
+    encode_masked(tok, prompt, Some(text), max_len, id)
+}
+
+/// [`encode_prompt_target`]; without `text`, a chat prompt is a whole conversation whose
+/// assistant turns are the target.
+fn encode_masked(
+    tok: &Tokenizer,
+    prompt: &Prompt,
+    text: Option<&str>,
+    max_len: usize,
+    id: &str,
+) -> TrainResult<Sequence> {
+    let (mut ids, mut mask) = match (prompt, text) {
+        (Prompt::Messages(m), None) => tok.encode_chat_with_assistant_mask(&chat_messages(m))?,
+        (Prompt::Text(_), None) => {
+            return Err(TrainError::Invariant(format!(
+                "example `{id}` is plain text: it has no assistant turns to train on"
+            )))
         }
-        Prompt::Messages(m) => {
+        (Prompt::Messages(m), Some(text)) => {
             let mut msgs = chat_messages(m);
             msgs.push(oxrl_models::ChatMessage::new("assistant", text));
             tok.encode_chat_with_assistant_mask(&msgs)?
         }
-        Prompt::Text(p) => {
+        (Prompt::Text(p), Some(text)) => {
             let prompt = tok.encode(p, true)?;
             let mut completion = tok.encode(text, false)?;
             if let Some(&eos) = tok.eos_token_ids().first() {
@@ -68,8 +97,7 @@ pub fn encode_example(
     }
     if !mask.iter().any(|&m| m) {
         return Err(TrainError::Invariant(format!(
-            "example `{}` has no target tokens within {max_len} tokens",
-            e.id
+            "example `{id}` has no target tokens within {max_len} tokens"
         )));
     }
     Ok(Sequence {

@@ -1,6 +1,7 @@
 //! The training loop behind `oxrl train`: set up (task and verifiers, model, LoRA, reference,
 //! optimizer, schedule, in-process engine, metrics file), optionally continue from a checkpoint,
-//! then run SFT, GRPO, PPO or reward-model steps with periodic evaluation and checkpoints.
+//! then run SFT, GRPO, PPO, reward-model, DPO or online DPO steps with periodic evaluation and
+//! checkpoints.
 //!
 //! Order of work: everything that can be wrong in the configuration is checked first
 //! ([`crate::config::TrainConfig::load`] and [`crate::config::validate::prepare_task`]), before a
@@ -65,6 +66,8 @@ fn algorithm_name(a: AlgorithmName) -> &'static str {
         AlgorithmName::Grpo => "grpo",
         AlgorithmName::Ppo => "ppo",
         AlgorithmName::RewardModel => "reward_model",
+        AlgorithmName::Dpo => "dpo",
+        AlgorithmName::OnlineDpo => "online_dpo",
     }
 }
 
@@ -106,6 +109,7 @@ fn total_optimizer_steps(cfg: &TrainConfig) -> u64 {
     let a = &cfg.algorithm;
     let per_step = match a.name {
         AlgorithmName::Sft | AlgorithmName::RewardModel => 1,
+        AlgorithmName::Dpo | AlgorithmName::OnlineDpo => 1,
         AlgorithmName::Grpo | AlgorithmName::Ppo => {
             let seqs = a.batch_size * cfg.rollout.n;
             let mb = a.mini_batch_size.unwrap_or(seqs).clamp(1, seqs);
@@ -162,8 +166,8 @@ impl Run<'_> {
         let examples = &self.task.data.eval[..n];
         if let (Some(engine), Some(reward), true) = (&self.engine, &self.reward, cfg.eval.accuracy)
         {
-            if cfg.algorithm.name == AlgorithmName::Sft {
-                // SFT steps do not sync: publish the current weights (drops stale KV).
+            if matches!(cfg.algorithm.name, AlgorithmName::Sft | AlgorithmName::Dpo) {
+                // SFT and DPO steps do not sync: publish the current weights (drops stale KV).
                 self.state.policy_version = engine
                     .sync_weights(&self.policy.model)
                     .map_err(|e| TrainError::Rollout(e.to_string()))?;
@@ -182,6 +186,9 @@ impl Run<'_> {
         }
         if cfg.algorithm.name == AlgorithmName::RewardModel {
             crate::reward_model::evaluate_into(&self.policy, examples, cfg, rec)?;
+        }
+        if cfg.algorithm.name == AlgorithmName::Dpo {
+            crate::dpo::offline::eval(&self.policy, examples, cfg, rec)?;
         }
         if cfg.algorithm.name == AlgorithmName::Sft {
             let a = &cfg.algorithm;
@@ -264,7 +271,9 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         model.attach_lora(&l.to_lora(), derive(cfg.seed, Purpose::Lora, 0, 0))?;
     }
     let rl = matches!(cfg.algorithm.name, AlgorithmName::Grpo | AlgorithmName::Ppo);
-    let reference = if rl && cfg.kl.enabled() {
+    let reference = if crate::dpo::is_dpo(cfg.algorithm.name) {
+        Some(crate::dpo::reference(cfg.algorithm.dpo.reference, &model)?)
+    } else if rl && cfg.kl.enabled() {
         Some(Reference::of(&model)?)
     } else {
         None
@@ -334,7 +343,9 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         ckpt_root,
         config_toml,
     };
-    let needs_engine = rl || (run.evaluating() && cfg.eval.accuracy && run.reward.is_some());
+    let needs_engine = rl
+        || cfg.algorithm.name == AlgorithmName::OnlineDpo
+        || (run.evaluating() && cfg.eval.accuracy && run.reward.is_some());
     if needs_engine {
         match cfg.rollout.engine.urls() {
             None => {
@@ -449,6 +460,24 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
                 }
                 AlgorithmName::RewardModel => {
                     crate::reward_model::step(&mut run.policy, &run.task, cfg, &mut run.state)?
+                }
+                AlgorithmName::Dpo => {
+                    crate::dpo::offline::step(&mut run.policy, &run.task, cfg, &mut run.state)?
+                }
+                AlgorithmName::OnlineDpo => {
+                    let (Some(engine), Some(reward)) = (&run.engine, &run.reward) else {
+                        return Err(TrainError::Invariant(
+                            "online DPO without engine or verifiers".into(),
+                        ));
+                    };
+                    crate::dpo::online::step(
+                        &mut run.policy,
+                        engine.as_ref(),
+                        &run.task,
+                        reward,
+                        cfg,
+                        &mut run.state,
+                    )?
                 }
             };
             let step = run.state.step;

@@ -1,5 +1,6 @@
 //! Exact resume through the library: 2 steps in one go vs 1 step + resume + 1 step give the same
-//! weights bit for bit and the same per-step metrics (SFT and GRPO on a tiny model).
+//! weights bit for bit and the same per-step metrics (SFT, GRPO, DPO with either reference, and
+//! online DPO on a tiny model).
 
 use oxrl_trainer::config::{Override, TrainConfig};
 use oxrl_trainer::train_loop::{train, TrainOptions};
@@ -121,4 +122,32 @@ fn grpo_two_steps_equal_one_plus_resume_plus_one() {
 #[test]
 fn sft_two_steps_equal_one_plus_resume_plus_one() {
     check(&["algorithm.name=sft", "task.verifiers=[]"]);
+}
+
+#[test]
+fn dpo_two_steps_equal_one_plus_resume_plus_one() {
+    // The frozen-copy reference is rebuilt from the base model on resume.
+    check(&[
+        "algorithm.name=dpo",
+        "task.dataset.source=\"synthetic:arith_pairs\"",
+        "task.verifiers=[]",
+        "kl.coef=0",
+    ]);
+}
+
+#[test]
+fn dpo_with_lora_adapters_off_resumes_exactly() {
+    check(&[
+        "algorithm.name=dpo",
+        "task.dataset.source=\"synthetic:arith_pairs\"",
+        "task.verifiers=[]",
+        "kl.coef=0",
+        "model.lora={rank = 4, alpha = 8.0}",
+        "algorithm.dpo.reference=adapters_off",
+    ]);
+}
+
+#[test]
+fn online_dpo_two_steps_equal_one_plus_resume_plus_one() {
+    check(&["algorithm.name=online_dpo", "kl.coef=0"]);
 }

@@ -210,13 +210,17 @@ pub enum AlgorithmName {
     /// A Bradley–Terry reward model on preference pairs: the policy's trunk plus a score head
     /// (`[algorithm.reward_model]`), loaded by the `model` verifier.
     RewardModel,
+    /// DPO family offline: a dataset of (prompt, chosen, rejected) pairs.
+    Dpo,
+    /// DPO family online: pairs built each step from `rollout.n` samples ranked by the verifiers.
+    OnlineDpo,
 }
 
 /// `[algorithm]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlgorithmConfig {
-    /// `sft`, `grpo`, `ppo` or `reward_model`.
+    /// `sft`, `grpo`, `ppo`, `reward_model`, `dpo` or `online_dpo`.
     pub name: AlgorithmName,
     /// Optimizer steps (SFT) or rollout steps (GRPO) to run.
     pub steps: usize,
@@ -259,6 +263,14 @@ pub struct AlgorithmConfig {
     /// `[algorithm.reward_model]` (reward model): the Bradley–Terry loss's options.
     #[serde(default)]
     pub reward_model: crate::preference::reward_model::RewardLossConfig,
+    /// `[algorithm.preference_loss]` (DPO, online DPO): TRL's `DPOConfig` names (`beta`,
+    /// `loss_type`, `loss_weights`, `label_smoothing`, …; the math crate's
+    /// [`crate::preference::PreferenceLossConfig`]).
+    #[serde(default)]
+    pub preference_loss: crate::preference::PreferenceLossConfig,
+    /// `[algorithm.dpo]` (DPO, online DPO): the reference policy.
+    #[serde(default)]
+    pub dpo: crate::dpo::DpoConfig,
 }
 
 fn default_batch_size() -> usize {

@@ -1,6 +1,6 @@
 //! Checks of a parsed [`TrainConfig`] that need no model: value ranges, combinations that cannot
 //! work (`n < 2` with a group estimator, GRPO or PPO without verifiers, a reward model without
-//! preference pairs), and the task's data and
+//! preference pairs; the DPO family's in [`crate::dpo::config`]), and the task's data and
 //! verifiers, which [`prepare_task`] loads and builds once. Each error names its key.
 
 use super::{AlgorithmName, TrainConfig};
@@ -202,6 +202,7 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
             );
         }
     }
+    crate::dpo::config::check(c, task, origin)?;
     let params = sampling_params(c, r.n, None);
     if let Err(e) = params.validate() {
         return err(&format!("rollout.{}", e.field), e.message);
@@ -282,8 +283,11 @@ pub fn prepare_task(
             "the training split is empty",
         ));
     }
-    let wants_reward = matches!(c.algorithm.name, AlgorithmName::Grpo | AlgorithmName::Ppo)
-        || (c.eval.accuracy && (c.eval.every > 0 || c.eval.at_start || c.eval.at_end));
+    let wants_reward = matches!(
+        c.algorithm.name,
+        AlgorithmName::Grpo | AlgorithmName::Ppo | AlgorithmName::OnlineDpo
+    ) || (c.eval.accuracy
+        && (c.eval.every > 0 || c.eval.at_start || c.eval.at_end));
     let reward = if wants_reward && !task.verifiers.is_empty() {
         Some(Reward::build(task).map_err(|e| TrainError::config(origin, "task.verifiers", e))?)
     } else {
@@ -328,6 +332,7 @@ pub fn prepare_task(
             }
         }
     }
+    crate::dpo::config::check_data(c, &loaded, origin)?;
     let evaluating = c.eval.every > 0 || c.eval.at_start || c.eval.at_end;
     if evaluating && loaded.data.eval.is_empty() {
         return Err(TrainError::config(

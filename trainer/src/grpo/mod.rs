@@ -70,15 +70,34 @@ fn reference_rows(
     Ok(rows)
 }
 
-/// Publishes `policy`'s weights to the rollout engine(s); an engine that reads the trainer's
-/// tensors directly gets a snapshot when rollouts overlap training (asynchronous mode).
-pub fn publish(policy: &Policy, client: &dyn RolloutClient, cfg: &TrainConfig) -> TrainResult<u64> {
-    let r = if cfg.rollout.max_staleness > 0 && client.shares_weights() {
+/// Publishes the weights after a step that `updated` them (served at `version` when the step
+/// began) and checks that the version went up by exactly one; a step without an update
+/// publishes nothing and keeps `version`. An engine that reads the trainer's tensors directly
+/// gets a snapshot when rollouts overlap training (asynchronous mode). Online DPO syncs through
+/// this too.
+pub fn publish(
+    client: &dyn RolloutClient,
+    policy: &Policy,
+    cfg: &TrainConfig,
+    version: u64,
+    updated: bool,
+) -> TrainResult<u64> {
+    if !updated {
+        return Ok(version);
+    }
+    let v = if cfg.rollout.max_staleness > 0 && client.shares_weights() {
         client.sync_weights(&policy.model.inference_snapshot()?)
     } else {
         client.sync_weights(&policy.model)
-    };
-    r.map_err(|e| TrainError::Rollout(e.to_string()))
+    }
+    .map_err(|e| TrainError::Rollout(e.to_string()))?;
+    if v != version + 1 {
+        return Err(TrainError::Invariant(format!(
+            "policy version went {version} → {v}, expected {}",
+            version + 1
+        )));
+    }
+    Ok(v)
 }
 
 /// Runs GRPO step `state.step + 1`, advancing `state`, and returns its metrics record.
@@ -256,18 +275,7 @@ pub fn step(
 
     // Weight sync.
     let sync_start = Instant::now();
-    let new_version = if sums.steps > 0 {
-        let v = publish(policy, client, cfg)?;
-        if v != version + 1 {
-            return Err(TrainError::Invariant(format!(
-                "policy version went {version} → {v}, expected {}",
-                version + 1
-            )));
-        }
-        v
-    } else {
-        version
-    };
+    let new_version = publish(client, policy, cfg, version, sums.steps > 0)?;
     let sync_s = sync_start.elapsed().as_secs_f64();
 
     state.step = step;
