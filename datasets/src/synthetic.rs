@@ -126,28 +126,31 @@ pub fn arith(p: &ArithParams) -> Result<Vec<Example>> {
     Ok(out)
 }
 
+/// Seed offset of the wrong-answer stream, so the problems are exactly `arith`'s for the same
+/// parameters.
+const WRONG_STREAM: u64 = 0x5752_4f4e_4750_4149; // "WRONGPAI"
+
 /// Generates arithmetic preference pairs: the problems of [`arith`] with the same parameters,
-/// `chosen` = the exact result, `rejected` = a wrong integer (the result off by 1..=9 either
-/// way, drawn from a stream seeded by `seed` apart from the problems'). The reference `answer`
-/// stays, so the `arith` verifier and greedy accuracy work on the same rows.
+/// `chosen` = the exact result, `rejected` = the result plus a non-zero offset in `-9..=9`
+/// (drawn from a stream seeded by `seed` apart from the problems', so a wrong answer may be
+/// negative or longer). The reference `answer` stays, so the `arith` verifier and greedy
+/// accuracy work on the same rows. The same parameters always give the same pairs.
 pub fn arith_pairs(p: &ArithParams) -> Result<Vec<Example>> {
     let mut out = arith(p)?;
-    let mut rng = SplitMix64::new(p.seed ^ 0xA5A5_5A5A_D1B5_4A32);
+    let mut rng = SplitMix64::new(p.seed ^ WRONG_STREAM);
     for (i, e) in out.iter_mut().enumerate() {
         let result: i64 = e
             .answer
             .as_deref()
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| DatasetError::Config("arith_pairs: a non-integer answer".into()))?;
-        let off = rng.range_inclusive(1, 9);
-        let wrong = if rng.below(2) == 0 || result - off < 0 {
-            result + off
-        } else {
-            result - off
-        };
+        let mut offset = rng.range_inclusive(-9, 8);
+        if offset >= 0 {
+            offset += 1;
+        }
         e.id = format!("arith-pair-{i}");
         e.chosen = Some(result.to_string());
-        e.rejected = Some(wrong.to_string());
+        e.rejected = Some((result + offset).to_string());
     }
     Ok(out)
 }
@@ -276,7 +279,7 @@ mod tests {
                 e.chosen.as_deref().unwrap().parse().unwrap(),
                 e.rejected.as_deref().unwrap().parse().unwrap(),
             );
-            assert!(c != r && (c - r).abs() <= 9 && r >= 0, "{c} vs {r}");
+            assert!(c != r && (c - r).abs() <= 9, "{c} vs {r}");
             assert_eq!(e.kind(), crate::example::RecordKind::Preference);
         }
     }
