@@ -172,7 +172,8 @@ impl Inner {
     }
 
     /// The combinator's score for one item: `reward`, the inner reward and components under
-    /// this label, the combinator's own `components`, and the inner error prefixed with it.
+    /// this label, `correct` (the inner verdict), the combinator's own `components`, and the
+    /// inner error prefixed with the label.
     pub(crate) fn combine(
         &self,
         inner: &InnerScore,
@@ -184,6 +185,9 @@ impl Inner {
         for (k, v) in &inner.score.components {
             s.components.insert(format!("{}.{k}", self.label), *v);
         }
+        // The inner verdict, so that accuracy (`<label>.correct`) reads through a combinator.
+        s.components
+            .insert("correct".into(), if inner.correct { 1.0 } else { 0.0 });
         for (k, v) in components {
             s.components.insert((*k).to_string(), *v as f32);
         }
