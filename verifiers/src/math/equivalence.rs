@@ -55,10 +55,10 @@ pub fn answers_equivalent(pred: &str, gold: &str, opts: &MathOptions) -> bool {
     if let Some(letter) = gold_choice(&g.text) {
         return pred_choice(&p.text) == Some(letter);
     }
-    if let (Some(a), Some(b)) = (&p.unit, &g.unit) {
-        if a != b {
-            return false;
-        }
+    match (&p.unit, &g.unit) {
+        (Some(a), Some(b)) if a != b => return false,
+        (None, Some(_)) if opts.require_units => return false,
+        _ => {}
     }
     if p.percent == g.percent && compact(&p.text) == compact(&g.text) {
         return true;
