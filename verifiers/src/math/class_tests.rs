@@ -78,6 +78,8 @@ fn units_degrees_and_text() {
         ("So the answer is $12\\text{ m}^2$.", "12", true),
         ("So the answer is $45°$.", "45", true),
         ("So the answer is $-4°$.", "-4", true),
+        ("So the answer is $-4^\\circ\\text{C}$.", "-4", true),
+        ("So the answer is $4^\\circ\\text{C}$.", "-4", false),
         (
             "So the answer is $12\\text{ cm}^2$.",
             "12\\text{ m}^2",

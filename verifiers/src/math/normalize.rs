@@ -443,6 +443,16 @@ pub(crate) fn normalize(raw: &str) -> Normalized {
     if let Some(n) = super::words::words_to_number(&s) {
         s = n;
     }
+    // `-4^\circ\text{C}`: the temperature scale after a degree sign is part of the unit
+    if deg {
+        let t = s.trim_end();
+        if let Some(value) = t.strip_suffix(['C', 'F', 'K']) {
+            let value = value.trim_end();
+            if value.ends_with(|c: char| c.is_ascii_digit() || c == '}') {
+                s = value.to_string();
+            }
+        }
+    }
     // `1.6 x 10^-19`: a letter x between a number and a power of ten means times
     static TIMES_TEN: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"(\d)\s*[xX]\s*10\s*\^\s*(-?\d+)\b").expect("static regex"));

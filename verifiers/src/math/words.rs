@@ -84,7 +84,9 @@ pub(crate) fn words_to_number(s: &str) -> Option<String> {
         }
         if let Some(v) = small(w) {
             // `twenty one` adds; `one two` is not a number
-            if current % 10 != 0 || (current != 0 && v >= 10 && current % 100 != 0) {
+            if !current.is_multiple_of(10)
+                || (current != 0 && v >= 10 && !current.is_multiple_of(100))
+            {
                 return None;
             }
             current += v;
