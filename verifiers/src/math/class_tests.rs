@@ -135,3 +135,24 @@ fn self_correction_scores_the_settled_answer() {
     let t = "Final answer: 50. Actually, no: the discount applies twice, so 45.";
     assert_eq!(literal.score_one(t, "50").reward, 1.0);
 }
+
+#[test]
+fn inequalities_joined_by_or_are_a_union() {
+    let gold = "(-\\infty,-1)\\cup(4,\\infty)";
+    check(&[
+        ("So the answer is $x<-1 \\text{ or } x>4$.", gold, true),
+        ("So the answer is $x>4 \\text{ or } x<-1$.", gold, true),
+        (
+            "So the answer is $x \\le -1 \\text{ or } x \\ge 4$.",
+            gold,
+            false,
+        ),
+        ("So the answer is $-1<x<4$.", gold, false),
+        // points are not intervals
+        (
+            "So the answer is $\\{(1,2), (3,4)\\}$.",
+            "(1,2)\\cup(3,4)",
+            false,
+        ),
+    ]);
+}
