@@ -299,3 +299,75 @@ fn arith_task_scores_inline_and_joined_rows() {
         "{stderr}"
     );
 }
+
+#[test]
+fn tool_use_task_scores_toolrl_format_and_correctness() {
+    let exact = "<think>Weather needs a tool.</think>\n<tool_call>\n\
+                 {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}\n</tool_call>";
+    let rows = [
+        json!({"id": "t01", "completions": [
+            // Exact call, right layout: format 1 + correctness 3.
+            exact,
+            // An extra parameter: names J 1 + keys J 1/2 + 1 value = 2.5 of 3 → 6·2.5/3 − 3 = 2.
+            "<think>t</think>\n<tool_call>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}\n</tool_call>",
+            // Exact call without the <think> block: format 0.
+            "<tool_call>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}\n</tool_call>",
+            // A text reply where a call was needed, and a malformed call: −3 each.
+            "<think>I know it.</think>\n<response>It is sunny.</response>",
+            "<tool_call>{oops</tool_call>",
+        ]}),
+        // Half the tools: names J 1/2 + (1 + 3 values) = 4.5 of 8 → 0.375, plus format 1.
+        json!({"id": "t03", "completion": "<think>Two tools; start with money.</think>\n<tool_call>\n\
+               {\"name\": \"convert_currency\", \"parameters\": {\"amount\": 100, \"from\": \"USD\", \"to\": \"EUR\"}}\n</tool_call>"}),
+        // A text-only reference: the right layout scores the format point, correctness 0.
+        json!({"id": "t04", "completion": "<think>A greeting.</think>\n<response>Hello!</response>"}),
+    ];
+    let (rows, stderr) = run_example_task("tool_use.toml", &rows);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_rewards(&rows[0], &[4.0, 3.0, 3.0, -3.0, -3.0]);
+    assert_rewards(&rows[1], &[1.375]);
+    assert_rewards(&rows[2], &[1.0]);
+    let c = |r: usize, i: usize, k: &str| rows[r]["components"][i][k].as_f64().unwrap();
+    assert_eq!(c(0, 1, "tool_call.correctness"), 2.0);
+    assert_eq!(c(0, 2, "tool_call.format"), 0.0);
+    assert_eq!(c(0, 2, "tool_call.correct"), 1.0);
+    assert_eq!(c(0, 4, "tool_call.malformed"), 1.0);
+    assert_eq!(c(1, 0, "tool_call.calls"), 1.0);
+    assert_eq!(c(2, 0, "tool_call.correct"), 1.0);
+    // Accuracy follows `correct` (the exact call list): 3 of 7.
+    assert!(
+        stderr.contains("rows: 3  completions: 7  mean reward: 0.9107  accuracy: 0.4286"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn efficiency_shaped_math_task_penalises_length_only_in_solved_groups() {
+    let rows = [
+        // c = 2/3: penalised (top ⌈0.5·3⌉ = 2 groups). Lengths 10, 27, 10.
+        json!({"id": "m01", "completions": [
+            "\\boxed{42}", "17 + 25 = 42, so \\boxed{42}", "\\boxed{41}"]}),
+        // c = 1: penalised. Lengths 22, 9.
+        json!({"id": "m03", "completions": ["3x = 15, x = \\boxed{5}", "\\boxed{5}"]}),
+        // c = 1/4: plain 0/1 correctness.
+        json!({"id": "m02", "completions": [
+            "\\boxed{200}", "so it is \\boxed{180}", "\\boxed{170}", "\\boxed{160}"]}),
+    ];
+    let (rows, stderr) = run_example_task("math_efficient.toml", &rows);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    // Shortest correct +0.5, longest −0.5; a short wrong answer gains nothing.
+    assert_rewards(&rows[0], &[1.5, 0.5, 0.0]);
+    assert_rewards(&rows[1], &[0.5, 1.5]);
+    assert_rewards(&rows[2], &[0.0, 1.0, 0.0, 0.0]);
+    let c = |r: usize, i: usize, k: &str| rows[r]["components"][i][k].as_f64().unwrap();
+    assert_eq!(c(0, 0, "grpo_lambda.penalised"), 1.0);
+    assert_eq!(c(0, 1, "grpo_lambda.length"), 27.0);
+    assert_eq!(c(0, 1, "grpo_lambda.math.correct"), 1.0);
+    assert_eq!(c(2, 1, "grpo_lambda.penalised"), 0.0);
+    assert_eq!(c(2, 1, "grpo_lambda.length_reward"), 0.0);
+    assert!((c(0, 0, "grpo_lambda.group_correct_ratio") - 2.0 / 3.0).abs() < 1e-6);
+    // Accuracy follows `grpo_lambda.correct` (the inner verdict): 5 of 9.
+    assert_eq!(c(0, 2, "grpo_lambda.correct"), 0.0);
+    assert!(stderr.contains("completions: 9"), "{stderr}");
+    assert!(stderr.contains("accuracy: 0.5556"), "{stderr}");
+}

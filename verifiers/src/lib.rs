@@ -9,12 +9,14 @@
 pub mod builtin;
 #[cfg(target_os = "linux")]
 pub mod code;
+pub mod efficiency;
 pub mod error;
 pub mod math;
 pub mod plugin;
 pub mod registry;
 #[cfg(target_os = "linux")]
 pub mod sandbox;
+pub mod tool;
 pub mod verifier;
 
 pub use error::VerifierError;
@@ -23,4 +25,5 @@ pub use plugin::{CommandConfig, CommandVerifier, HttpConfig, HttpVerifier};
 pub use registry::{
     check_specs, BuildContext, Factory, Registry, VerifierSpec, WeightedMember, WeightedVerifiers,
 };
+pub use tool::ToolCallVerifier;
 pub use verifier::{Group, Score, Verifier, VerifyExample};

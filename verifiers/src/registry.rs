@@ -17,6 +17,9 @@ use std::path::PathBuf;
 pub struct BuildContext {
     /// Folder relative paths in options are resolved against (the task file's folder).
     pub base_dir: PathBuf,
+    /// The registry building the verifier, so that a combinator can build the verifier it
+    /// wraps (set by [`Registry::build`]).
+    registry: Option<Registry>,
 }
 
 impl BuildContext {
@@ -24,7 +27,14 @@ impl BuildContext {
     pub fn new(base_dir: impl Into<PathBuf>) -> Self {
         Self {
             base_dir: base_dir.into(),
+            registry: None,
         }
+    }
+
+    /// The registry that is building the current verifier (`None` outside
+    /// [`Registry::build`]).
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_ref()
     }
 
     /// `path` resolved against the base folder, made absolute (against the current directory
@@ -80,6 +90,14 @@ impl Registry {
         });
         // exact, contains, regex, choice, format, json_schema, length, arith.
         crate::builtin::register(&mut r);
+        // ToolRL's format + correctness reward for tool calls.
+        r.register("tool_call", |o, ctx| {
+            Ok(Box::new(crate::tool::ToolCallVerifier::from_options(
+                o, ctx,
+            )?))
+        });
+        // Efficiency combinators over another verifier's score (OTC, GRPO-λ).
+        crate::efficiency::register(&mut r);
         // Runs model-written programs against test cases in the sandbox (Linux only).
         #[cfg(target_os = "linux")]
         r.register("code", |o, _| {
@@ -120,7 +138,11 @@ impl Registry {
                 name: name.to_string(),
                 known: self.names().join(", "),
             })?;
-        factory(options, ctx)
+        let ctx = BuildContext {
+            base_dir: ctx.base_dir.clone(),
+            registry: Some(self.clone()),
+        };
+        factory(options, &ctx)
     }
 
     /// Builds the weighted combination of verifier tables (`{"name", "weight"?, ...options}`;

@@ -59,6 +59,18 @@ impl Override {
             };
         }
         table.insert(last.to_string(), self.value.clone());
+        // The model comes from one source: `--set model.path=…` replaces the file's
+        // `model.init` (and the other way round), so a config for the built-in model can be
+        // pointed at a checkpoint from the command line.
+        match self.key.as_str() {
+            "model.path" => {
+                table.remove("init");
+            }
+            "model.init" => {
+                table.remove("path");
+            }
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -89,6 +101,17 @@ mod tests {
         );
         assert!(Override::parse("novalue").is_err());
         assert!(Override::parse("a..b=1").is_err());
+    }
+
+    #[test]
+    fn a_model_path_override_replaces_the_files_init() {
+        let mut t: Table = toml::from_str("[model]\ninit = \"tiny\"\ndtype = \"f32\"\n").unwrap();
+        Override::parse("model.path=runs/x").unwrap().apply(&mut t).unwrap();
+        assert_eq!(t["model"]["path"], Value::String("runs/x".into()));
+        assert!(t["model"].get("init").is_none());
+        assert_eq!(t["model"]["dtype"], Value::String("f32".into()));
+        Override::parse("model.init=\"tiny\"").unwrap().apply(&mut t).unwrap();
+        assert!(t["model"].get("path").is_none());
     }
 
     #[test]

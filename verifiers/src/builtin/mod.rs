@@ -25,6 +25,9 @@ pub use json_schema::JsonSchemaVerifier;
 pub use length::LengthVerifier;
 pub use regex::RegexVerifier;
 
+/// Compiles a user's regular expression with bounded compiled size.
+pub(crate) use options::compile as compile_pattern;
+
 use crate::{Group, Registry, Score, Verifier, VerifyExample};
 use serde_json::Value;
 

@@ -55,10 +55,10 @@ pub fn answers_equivalent(pred: &str, gold: &str, opts: &MathOptions) -> bool {
     if let Some(letter) = gold_choice(&g.text) {
         return pred_choice(&p.text) == Some(letter);
     }
-    if let (Some(a), Some(b)) = (&p.unit, &g.unit) {
-        if a != b {
-            return false;
-        }
+    match (&p.unit, &g.unit) {
+        (Some(a), Some(b)) if a != b => return false,
+        (None, Some(_)) if opts.require_units => return false,
+        _ => {}
     }
     if p.percent == g.percent && compact(&p.text) == compact(&g.text) {
         return true;
@@ -442,6 +442,13 @@ fn same(a: &Ans, b: &Ans, tol: f64, depth: usize) -> bool {
         (Ans::Set(xs), Ans::Set(ys)) | (Ans::Union(xs), Ans::Union(ys)) => {
             multiset_equal(xs, ys, tol, depth)
         }
+        // `x<-1 \text{ or } x>4` (a set of intervals) against `(-\infty,-1)\cup(4,\infty)`:
+        // only when some interval is unbounded, so a set of points is never read as a union
+        (Ans::Set(xs), Ans::Union(ys)) | (Ans::Union(ys), Ans::Set(xs))
+            if xs.iter().all(is_interval) && xs.iter().any(unbounded) =>
+        {
+            multiset_equal(xs, ys, tol, depth)
+        }
         (Ans::Set(xs), other) | (other, Ans::Set(xs)) if xs.len() == 1 => {
             same(&xs[0], other, tol, depth + 1)
         }
@@ -454,6 +461,21 @@ fn same(a: &Ans, b: &Ans, tol: f64, depth: usize) -> bool {
             vars.is_empty() && exprs_equal(r, e, tol)
         }
         (Ans::Text(x), Ans::Text(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Whether `a` is an interval: two bounds in `(`/`[` … `)`/`]`.
+fn is_interval(a: &Ans) -> bool {
+    matches!(a, Ans::Seq('(' | '[', ')' | ']', xs) if xs.len() == 2)
+}
+
+/// Whether the interval `a` has an infinite bound.
+fn unbounded(a: &Ans) -> bool {
+    match a {
+        Ans::Seq(_, _, xs) => xs
+            .iter()
+            .any(|x| matches!(x, Ans::Expr(e) if has_inf_literal(e))),
         _ => false,
     }
 }

@@ -42,7 +42,14 @@ pub fn extract_answer(text: &str, opts: &MathOptions) -> Option<String> {
             return None;
         }
     }
-    if let Some(t) = last_marker(text, opts) {
+    if let Some((t, end)) = last_marker(text, opts) {
+        // `Final answer: 50. Actually, no: ... so 45.`: the completion corrected itself
+        if opts.follow_corrections && correction_cue(&text[end..]) {
+            if let Some(later) = last_line_math(&text[end..]).or_else(|| last_number(&text[end..]))
+            {
+                return Some(later);
+            }
+        }
         return Some(t);
     }
     if on(ExtractMode::LastMath) {
@@ -50,10 +57,74 @@ pub fn extract_answer(text: &str, opts: &MathOptions) -> Option<String> {
             return Some(t);
         }
     }
-    if opts.allow_last_number || on(ExtractMode::LastNumber) {
+    let fallback = opts.allow_last_number || on(ExtractMode::LastNumber);
+    if fallback && opts.unmarked_last_line {
+        if let Some(t) = unmarked_last_line(text) {
+            return Some(t);
+        }
+    }
+    if fallback {
         return last_number(text);
     }
     None
+}
+
+/// Whether `text` (what follows an answer) takes the answer back: `Wait`, `Actually`,
+/// `Correction`, `On second thought`, `I made a mistake`, `No,`.
+fn correction_cue(text: &str) -> bool {
+    static CUE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"(?i)\b(?:wait|actually|correction|on second thought|made a mistake|that is wrong|that's wrong|recheck|re-check)\b|\bno,",
+        )
+        .expect("static regex")
+    });
+    CUE.is_match(text)
+}
+
+/// The whole last line when it is a short bare answer (`24 square metres`, `-3 degrees`,
+/// `2^8`, `5e-3`, `twelve`): at most 48 bytes and 6 words, holding a digit, a number word or
+/// math, and not ending like an unfinished clause (`... and`, `... =`).
+fn unmarked_last_line(text: &str) -> Option<String> {
+    const OPEN_ENDS: &[&str] = &[
+        "and", "then", "the", "of", "to", "so", "is", "are", "a", "an", "we", "which", "that",
+        "with", "by", "for", "plus", "minus", "times", "or", "but", "get", "gives", "be",
+    ];
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?.trim();
+    let line = line.trim_end_matches(['.', '!']).trim();
+    if line.is_empty() || line.len() > 48 || line.split_whitespace().count() > 6 {
+        return None;
+    }
+    // a bare choice letter (`A`, `(D)`, `Option B`)
+    static CHOICE_LINE: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^(?i:option|choice)?\s*\(?[A-J]\)?$").expect("static regex"));
+    if CHOICE_LINE.is_match(line) {
+        return Some(line.to_string());
+    }
+    if line.ends_with(['=', '+', '-', '*', '/', '^', ':', ',', '\\', '(', '{']) {
+        return None;
+    }
+    let last = line
+        .rsplit(|c: char| c.is_whitespace())
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if OPEN_ENDS.contains(&last.as_str()) {
+        return None;
+    }
+    // the line must *be* the answer: it starts with it (a number, a sign, math, `x =`) or is
+    // a number in words; `so it is 12` is a sentence, read by the last-number rule instead
+    let bytes = line.as_bytes();
+    let assignment = bytes.len() > 2
+        && bytes[0].is_ascii_alphabetic()
+        && line[1..].trim_start().starts_with('=');
+    let starts_as_answer = line.starts_with(|c: char| c.is_ascii_digit())
+        || line.starts_with(['-', '$', '\\', '(', '['])
+        || assignment;
+    let numeric = line.chars().any(|c| c.is_ascii_digit()) || line.contains('\\');
+    if !((starts_as_answer && numeric) || super::words::words_to_number(line).is_some()) {
+        return None;
+    }
+    Some(clean(line))
 }
 
 /// The last `max` bytes of `s`, cut at a character boundary.
@@ -199,8 +270,9 @@ fn truncated_box(text: &str) -> bool {
     rest.trim_start().starts_with('{')
 }
 
-/// The textual marker that occurs last in the text, with the answer after it.
-fn last_marker(text: &str, opts: &MathOptions) -> Option<String> {
+/// The textual marker that occurs last in the text, with the answer after it and the byte
+/// index where the answer's line ends.
+fn last_marker(text: &str, opts: &MathOptions) -> Option<(String, usize)> {
     static HASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"####").expect("static regex"));
     static FINAL: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"(?i)final\s+answer(?:\s+is)?\s*(?:\*\*)?\s*[:=]?").expect("static regex")
@@ -240,10 +312,21 @@ fn last_marker(text: &str, opts: &MathOptions) -> Option<String> {
     }
     let t = clean(line);
     if t.is_empty() {
-        None
-    } else {
-        Some(t)
+        return None;
     }
+    // where the answer's line sits in `text` (it is a slice of it), and where its sentence
+    // ends on that line (`50. Actually, ...`)
+    let base = (line.as_ptr() as usize)
+        .checked_sub(text.as_ptr() as usize)
+        .filter(|b| b + line.len() <= text.len());
+    let line_end = match base {
+        Some(b) => match line.find(". ") {
+            Some(p) => b + p + 1,
+            None => b + line.len(),
+        },
+        None => text.len(),
+    };
+    Some((t, line_end))
 }
 
 /// Cleans a captured answer: markdown, the first math segment when there is one, the end of
@@ -255,6 +338,14 @@ fn clean(s: &str) -> String {
     }
     let s = s.replace("**", "").replace('`', "");
     let s = s.trim().trim_start_matches([':', '=']).trim();
+    let s = ["actually ", "indeed ", "just "]
+        .iter()
+        .find_map(|w| {
+            s.get(..w.len())
+                .filter(|h| h.eq_ignore_ascii_case(w))
+                .map(|_| &s[w.len()..])
+        })
+        .unwrap_or(s);
     if let Some(m) = first_math(s) {
         return m.trim().to_string();
     }
@@ -350,6 +441,34 @@ fn first_math(s: &str) -> Option<String> {
 /// The last math segment (`$...$`, `\\[...\\]`) of the last non-empty line, when that line ends
 /// with it (up to closing punctuation): `Hence the area is $4\\sqrt{2}$.`
 fn last_line_math(text: &str) -> Option<String> {
+    let t = text.trim_end().trim_end_matches(['.', '!', ' ']).trim_end();
+    // a display block over several lines: `Hence\n\\[\n24\n\\]` or `$$\n24\n$$`
+    for (open, close) in [("\\[", "\\]"), ("$$", "$$")] {
+        if let Some(body) = t.strip_suffix(close) {
+            if let Some(start) = body.rfind(open) {
+                let inner = body[start + open.len()..].trim();
+                // one-line blocks are read by the last-line rule below
+                if !inner.is_empty() && body[start..].contains('\n') {
+                    return Some(inner.to_string());
+                }
+            }
+        }
+    }
+    // a display block followed by a closing clause without math or numbers
+    // (`$$ 12 $$ which completes the proof.`)
+    if let Some(last) = t.lines().last() {
+        let clause = last.trim();
+        let bare = !clause.is_empty()
+            && clause.len() <= 60
+            && !clause.contains(['$', '\\'])
+            && !clause.chars().any(|c| c.is_ascii_digit());
+        if bare && t.len() > last.len() {
+            let before = t[..t.len() - last.len()].trim_end();
+            if before.ends_with("$$") || before.ends_with("\\]") {
+                return last_line_math(before);
+            }
+        }
+    }
     let line = text.lines().rev().find(|l| !l.trim().is_empty())?.trim();
     let line = line.trim_end_matches(['.', '!', ' ']);
     for (open, close) in [("$$", "$$"), ("\\]", "\\["), ("\\)", "\\("), ("$", "$")] {
@@ -398,7 +517,12 @@ fn last_number(text: &str) -> Option<String> {
         .chain(body.rfind(". ").map(|p| p + 1))
         .max()
         .unwrap_or(0);
-    NUM.find_iter(&body[start..])
+    let sentence = &body[start..];
+    // `It could be 3, 4, 5 or 6.`: candidates, not an answer
+    if NUM.find_iter(sentence).count() >= 2 && find_ci(sentence, " or ").is_some() {
+        return None;
+    }
+    NUM.find_iter(sentence)
         .last()
         .map(|m| m.as_str().trim_end_matches(',').to_string())
 }

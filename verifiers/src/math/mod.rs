@@ -8,6 +8,10 @@ mod equivalence;
 mod extract;
 mod normalize;
 mod parse;
+mod words;
+
+#[cfg(test)]
+mod class_tests;
 
 pub use equivalence::answers_equivalent;
 pub use extract::extract_answer;
@@ -63,6 +67,15 @@ pub struct MathOptions {
     pub allow_last_number: bool,
     /// Relative tolerance for numeric comparison (default 1e-6).
     pub rel_tol: f64,
+    /// Read a short bare last line (`24 square metres`, `2^8`, `twelve`) as the answer when
+    /// nothing marks one (default true).
+    pub unmarked_last_line: bool,
+    /// When text after a marked answer takes it back (`Wait`, `Actually`, `Correction`), use
+    /// the answer stated after that instead (default true).
+    pub follow_corrections: bool,
+    /// When the reference has a unit, the prediction must state the same unit (default false:
+    /// a unit on one side only is ignored; two different units are always a mismatch).
+    pub require_units: bool,
 }
 
 impl Default for MathOptions {
@@ -79,6 +92,9 @@ impl Default for MathOptions {
             ],
             allow_last_number: true,
             rel_tol: 1e-6,
+            unmarked_last_line: true,
+            follow_corrections: true,
+            require_units: false,
         }
     }
 }
@@ -134,9 +150,20 @@ impl MathOptions {
                         ))
                     })?;
                 }
+                key @ ("unmarked_last_line" | "follow_corrections" | "require_units") => {
+                    let b = value
+                        .as_bool()
+                        .ok_or_else(|| err(format!("`{key}` must be a boolean, got {value}")))?;
+                    match key {
+                        "unmarked_last_line" => opts.unmarked_last_line = b,
+                        "follow_corrections" => opts.follow_corrections = b,
+                        _ => opts.require_units = b,
+                    }
+                }
                 other => {
                     return Err(err(format!(
-                        "unknown option `{other}`; known: extract, rel_tol, allow_last_number"
+                        "unknown option `{other}`; known: extract, rel_tol, allow_last_number, \
+                         unmarked_last_line, follow_corrections, require_units"
                     )))
                 }
             }

@@ -315,7 +315,7 @@ fn canonical_unit(u: &str) -> String {
 fn split_unit(s: &str) -> (String, Option<String>) {
     static UNIT: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(
-            r"^(.*?[0-9}).\s])\s*((?:[A-Za-z]{2,}|[mgshlLJNWV]\b)(?:\s+[A-Za-z]{2,})*(?:\s*\^\s*\{?[23]\}?)?)\s*$",
+            r"^(.*?[0-9}).\s])\s*((?:[A-Za-z]{2,}|[mgshlLJNWV]\b)(?:/[A-Za-z]+)?(?:\s+[A-Za-z]{2,})*(?:\s*\^\s*\{?[23]\}?)?)\s*$",
         )
         .expect("static regex")
     });
@@ -439,6 +439,25 @@ pub(crate) fn normalize(raw: &str) -> Normalized {
             percent = true;
             s = t.trim_end().to_string();
         }
+    }
+    if let Some(n) = super::words::words_to_number(&s) {
+        s = n;
+    }
+    // `-4^\circ\text{C}`: the temperature scale after a degree sign is part of the unit
+    if deg {
+        let t = s.trim_end();
+        if let Some(value) = t.strip_suffix(['C', 'F', 'K']) {
+            let value = value.trim_end();
+            if value.ends_with(|c: char| c.is_ascii_digit() || c == '}') {
+                s = value.to_string();
+            }
+        }
+    }
+    // `1.6 x 10^-19`: a letter x between a number and a power of ten means times
+    static TIMES_TEN: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(\d)\s*[xX]\s*10\s*\^\s*(-?\d+)\b").expect("static regex"));
+    if s.contains("10") {
+        s = TIMES_TEN.replace_all(&s, "${1}*10^{${2}}").into_owned();
     }
     let (mut s, mut unit) = split_unit(&s);
     if unit.is_none() {
