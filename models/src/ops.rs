@@ -527,29 +527,37 @@ impl CustomOp2 for RmsNormDw {
     ) -> CResult<(CpuStorage, Shape)> {
         let h = *l1.dims().last().unwrap_or(&1);
         let eps = self.0;
-        // dw_j = Σ_rows g_j · x_j · r
+        // dw_j = Σ_rows g_j · x_j · r, summed in a fixed order: rows in blocks of a fixed size
+        // (not rayon's work-stealing splits, which change run to run), block partials added in
+        // block order, so the gradient is bit-identical whatever the thread count or timing.
         fn kernel<T: Float + Send + Sync + Default>(
             x: &[T],
             g: &[T],
             h: usize,
             eps: f64,
         ) -> Vec<T> {
-            x.par_chunks(h)
-                .zip(g.par_chunks(h))
-                .fold(
-                    || vec![T::default(); h],
-                    |mut acc, (xr, gr)| {
+            const BLOCK_ROWS: usize = 32;
+            let partials: Vec<Vec<T>> = x
+                .par_chunks(h * BLOCK_ROWS)
+                .zip(g.par_chunks(h * BLOCK_ROWS))
+                .map(|(xb, gb)| {
+                    let mut acc = vec![T::default(); h];
+                    for (xr, gr) in xb.chunks(h).zip(gb.chunks(h)) {
                         let r = rinv(xr, eps);
                         for j in 0..h {
                             acc[j] = acc[j] + gr[j] * xr[j] * r;
                         }
-                        acc
-                    },
-                )
-                .reduce(
-                    || vec![T::default(); h],
-                    |a, b| a.iter().zip(&b).map(|(&p, &q)| p + q).collect(),
-                )
+                    }
+                    acc
+                })
+                .collect();
+            let mut out = vec![T::default(); h];
+            for p in &partials {
+                for (o, &v) in out.iter_mut().zip(p) {
+                    *o = *o + v;
+                }
+            }
+            out
         }
         let out = dispatch2!(s1, l1, s2, l2, |x, g| kernel(x, g, h, eps));
         Ok((out, Shape::from(h)))

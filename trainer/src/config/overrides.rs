@@ -106,11 +106,17 @@ mod tests {
     #[test]
     fn a_model_path_override_replaces_the_files_init() {
         let mut t: Table = toml::from_str("[model]\ninit = \"tiny\"\ndtype = \"f32\"\n").unwrap();
-        Override::parse("model.path=runs/x").unwrap().apply(&mut t).unwrap();
+        Override::parse("model.path=runs/x")
+            .unwrap()
+            .apply(&mut t)
+            .unwrap();
         assert_eq!(t["model"]["path"], Value::String("runs/x".into()));
         assert!(t["model"].get("init").is_none());
         assert_eq!(t["model"]["dtype"], Value::String("f32".into()));
-        Override::parse("model.init=\"tiny\"").unwrap().apply(&mut t).unwrap();
+        Override::parse("model.init=\"tiny\"")
+            .unwrap()
+            .apply(&mut t)
+            .unwrap();
         assert!(t["model"].get("path").is_none());
     }
 
