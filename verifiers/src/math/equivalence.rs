@@ -7,6 +7,9 @@
 //! Expressions without variables are compared numerically with a relative tolerance;
 //! expressions with variables are evaluated at several pseudo-random points (fixed seed).
 //!
+//! The file runs past 600 lines because the answer structure, its reader and the pairwise
+//! comparison rules are one decision and read best together; the unit tests sit at the end.
+//!
 //! Decisions (documented in VERIFIERS.md): a trailing `%` may be read as the bare number or as
 //! the number divided by 100 (`50%` matches `50` and `0.5`), but a bare `50` never matches
 //! `0.5`; a unit on only one side is ignored, two different units are a mismatch; `x = 5`
