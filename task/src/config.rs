@@ -289,7 +289,14 @@ ignored = true
         names.sort();
         assert_eq!(
             names,
-            ["arith", "countdown-shaped", "math-small", "python-plugin"]
+            [
+                "arith",
+                "countdown-shaped",
+                "math-efficient",
+                "math-small",
+                "python-plugin",
+                "tool-use"
+            ]
         );
     }
 }
