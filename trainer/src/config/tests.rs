@@ -123,8 +123,14 @@ fn validation_names_the_key_before_any_work() {
     assert_eq!(key, "optim.lr");
     let (key, _) = err_of(load(GRPO, &["rollout.top_p=2.0"]));
     assert_eq!(key, "rollout.top_p");
+    // `--set model.path` replaces the file's `model.init`: the error is now the missing model.
     let (key, _) = err_of(load(GRPO, &["model.path=/nonexistent/model"]));
+    assert_eq!(key, "model.path");
+    // Both in the file stays an error.
+    let both = GRPO.replacen("init = \"tiny\"", "init = \"tiny\"\npath = \"x\"", 1);
+    let (key, msg) = err_of(load(&both, &[]));
     assert_eq!(key, "model.init");
+    assert!(msg.contains("not both"), "{msg}");
     let no_task: String = GRPO
         .split("[algorithm]")
         .enumerate()
