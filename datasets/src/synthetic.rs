@@ -27,6 +27,13 @@ pub struct ArithParams {
     pub ops: Vec<String>,
     /// Whether a subtraction may have a negative result (else operands are ordered).
     pub allow_negative: bool,
+    /// Imperfect demonstrations: with this probability, an addition whose exact result needs a
+    /// carry gets as its `completion` (the SFT target of `target = "completion"`) the sum
+    /// written digit by digit without carrying (`47 + 38` → `75`); every other example's
+    /// `completion` is the exact result. The reference `answer` the verifiers check stays
+    /// exact. `0` (the default) writes no `completion`. Drawn from a stream of its own, so the
+    /// problems are the same for every value.
+    pub teacher_carry_slip: f64,
 }
 
 impl Default for ArithParams {
@@ -38,6 +45,7 @@ impl Default for ArithParams {
             max_digits: 3,
             ops: vec!["+".into(), "-".into(), "*".into()],
             allow_negative: false,
+            teacher_carry_slip: 0.0,
         }
     }
 }
@@ -93,7 +101,14 @@ pub fn arith(p: &ArithParams) -> Result<Vec<Example>> {
             p.ops
         )));
     }
+    if !(0.0..=1.0).contains(&p.teacher_carry_slip) {
+        return Err(DatasetError::Config(format!(
+            "arith: teacher_carry_slip must be in [0, 1], got {}",
+            p.teacher_carry_slip
+        )));
+    }
     let mut rng = SplitMix64::new(p.seed);
+    let mut teacher = SplitMix64::new(p.seed ^ TEACHER_STREAM);
     let mut out = Vec::with_capacity(p.n);
     for i in 0..p.n {
         let op = p.ops[rng.below(p.ops.len() as u64) as usize].as_str();
@@ -115,15 +130,43 @@ pub fn arith(p: &ArithParams) -> Result<Vec<Example>> {
         metadata.insert("a".into(), json!(a));
         metadata.insert("b".into(), json!(b));
         metadata.insert("op".into(), json!(op));
+        let completion = (p.teacher_carry_slip > 0.0).then(|| {
+            // One draw per example, so the slips of later examples do not depend on which
+            // earlier ones needed a carry.
+            let slip = teacher.unit() < p.teacher_carry_slip;
+            let shown = if slip && op == "+" {
+                sum_without_carry(a, b)
+            } else {
+                result
+            };
+            shown.to_string()
+        });
         out.push(Example {
             id: format!("arith-{i}"),
             prompt: Prompt::Text(format!("What is {expression}?")),
             answer: Some(result.to_string()),
+            completion,
             metadata,
             ..Example::default()
         });
     }
     Ok(out)
+}
+
+/// Seed offset of the imperfect teacher's stream (see [`ArithParams::teacher_carry_slip`]).
+const TEACHER_STREAM: u64 = 0x7EAC_4E55_11D5_CA77;
+
+/// `a + b` (both >= 0) written digit by digit with every carry dropped: `47 + 38` → `75`,
+/// `95 + 17` → `2`. Equal to `a + b` exactly when the sum needs no carry.
+pub fn sum_without_carry(mut a: i64, mut b: i64) -> i64 {
+    let (mut out, mut place) = (0, 1);
+    while a > 0 || b > 0 {
+        out += (a % 10 + b % 10) % 10 * place;
+        a /= 10;
+        b /= 10;
+        place *= 10;
+    }
+    out
 }
 
 /// Seed offset of the wrong-answer stream, so the problems are exactly `arith`'s for the same
@@ -371,6 +414,56 @@ mod tests {
             ops_seen.insert(e.metadata["op"].as_str().unwrap().to_owned());
         }
         assert_eq!(ops_seen.len(), 3);
+    }
+
+    #[test]
+    fn sum_without_carry_drops_every_carry() {
+        assert_eq!(sum_without_carry(47, 38), 75);
+        assert_eq!(sum_without_carry(95, 17), 2);
+        assert_eq!(sum_without_carry(12, 34), 46);
+        assert_eq!(sum_without_carry(5, 5), 0);
+        assert_eq!(sum_without_carry(0, 0), 0);
+        assert_eq!(sum_without_carry(999, 1), 990);
+    }
+
+    #[test]
+    fn teacher_slips_only_on_carries_and_keeps_the_problems() {
+        let base = ArithParams {
+            n: 4000,
+            seed: 3,
+            min_digits: 1,
+            max_digits: 2,
+            ops: vec!["+".into()],
+            ..ArithParams::default()
+        };
+        let exact = arith(&base).unwrap();
+        assert!(exact.iter().all(|e| e.completion.is_none()));
+        let taught = arith(&ArithParams {
+            teacher_carry_slip: 0.6,
+            ..base
+        })
+        .unwrap();
+        let (mut carries, mut slips) = (0usize, 0usize);
+        for (e, t) in exact.iter().zip(&taught) {
+            assert_eq!((&e.prompt, &e.answer), (&t.prompt, &t.answer));
+            let a = e.metadata["a"].as_i64().unwrap();
+            let b = e.metadata["b"].as_i64().unwrap();
+            let shown: i64 = t.completion.as_deref().unwrap().parse().unwrap();
+            if sum_without_carry(a, b) == a + b {
+                assert_eq!(shown, a + b, "no carry, no slip: {a} + {b}");
+            } else {
+                carries += 1;
+                if shown != a + b {
+                    assert_eq!(shown, sum_without_carry(a, b));
+                    slips += 1;
+                }
+            }
+        }
+        let rate = slips as f64 / carries as f64;
+        assert!(
+            carries > 1000 && (0.55..0.65).contains(&rate),
+            "{slips}/{carries}"
+        );
     }
 
     #[test]

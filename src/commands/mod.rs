@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 mod bench_loss;
 mod bench_train;
+pub mod eval;
 pub mod generate;
 pub mod init_model;
 pub mod logprobs;
@@ -41,8 +42,11 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Serve a model over HTTP: OpenAI-compatible API, rollouts, weight updates, metrics.
     Serve(serve::ServeArgs),
-    /// Train a policy: SFT or GRPO from a TOML config (`--set key=value`, `--resume DIR`).
+    /// Train a policy from a TOML config (SFT, GRPO family, PPO, DPO, reward model; stages).
+    /// Without a config: the quickstart.
     Train(train::TrainArgs),
+    /// Accuracy of a model on a task's held-out split (greedy, or sampled with pass@k).
+    Eval(eval::EvalArgs),
 }
 
 /// Runs one parsed command line.
@@ -52,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Loss(args) => loss::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Logprobs(args) => logprobs::run(args),

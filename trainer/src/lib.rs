@@ -41,6 +41,7 @@ pub mod fault;
 pub mod grpo;
 pub mod metrics;
 pub mod model_verifier;
+pub mod pipeline;
 pub mod plot;
 pub mod policy;
 pub mod ppo;

@@ -161,6 +161,135 @@ pub fn draw(metrics_jsonl: &Path, png: &Path) -> TrainResult<()> {
     std::fs::rename(&tmp, png).map_err(|e| TrainError::io(png, e))
 }
 
+fn read_records(path: &Path) -> TrainResult<Vec<serde_json::Map<String, Value>>> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// The picture of a multi-stage run: one chart over all stages in order (each stage the same
+/// width, from its first step to its last), with held-out greedy accuracy and the training
+/// reward, one colour per stage, and a vertical line where a stage begins. `stages` are
+/// `(name, metrics.jsonl)`; written to a temporary file, then renamed.
+pub fn draw_stages(stages: &[(String, std::path::PathBuf)], png: &Path) -> TrainResult<()> {
+    let mut lines: Vec<(String, Vec<(f64, f64)>, RGBColor, bool)> = Vec::new();
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN];
+    let mut starts = Vec::new();
+    let mut carried: Option<(f64, f64)> = None;
+    for (i, (name, path)) in stages.iter().enumerate() {
+        let records = read_records(path)?;
+        let color = colors[i % colors.len()];
+        let last = records
+            .iter()
+            .filter_map(|r| r.get("step")?.as_f64())
+            .fold(0.0f64, f64::max)
+            .max(1.0);
+        // Every stage gets the same width: x = stage index + step / last step.
+        let shift = |(s, v): (f64, f64)| (i as f64 + s / last, v);
+        let (_, eval) = series(&records, "eval_accuracy");
+        let (_, train) = series(&records, "reward");
+        starts.push(i as f64);
+        // A stage starts from the model the previous one ended with: its line starts there.
+        let mut eval: Vec<(f64, f64)> = eval.into_iter().map(shift).collect();
+        if let Some(p) = carried {
+            if eval.first().is_none_or(|f| f.0 > i as f64) {
+                eval.insert(0, p);
+            }
+        }
+        carried = eval.last().copied().or(carried);
+        lines.push((format!("{name}: held-out accuracy"), eval, color, true));
+        lines.push((
+            format!("{name}: training reward"),
+            train.into_iter().map(shift).collect(),
+            color,
+            false,
+        ));
+    }
+    let offset = stages.len() as f64;
+    let x1 = offset.max(1.0);
+    let (y0, y1) = lines
+        .iter()
+        .flat_map(|l| &l.1)
+        .fold((0.0f64, 1.0f64), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let tmp = png.with_extension("png.tmp.png");
+    {
+        let text_ok = font_available();
+        let root = BitMapBackend::new(&tmp, (1000, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(png, e))?;
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(16);
+        if text_ok {
+            let names: Vec<&str> = stages.iter().map(|s| s.0.as_str()).collect();
+            builder
+                .caption(
+                    format!("held-out accuracy and reward: {}", names.join(" → ")),
+                    ("sans-serif", 22),
+                )
+                .x_label_area_size(36)
+                .y_label_area_size(50);
+        }
+        let mut chart = builder
+            .build_cartesian_2d(0.0..x1, (y0 - 0.02)..(y1 + 0.02))
+            .map_err(|e| err(png, e))?;
+        let mut mesh = chart.configure_mesh();
+        if text_ok {
+            let names: Vec<&str> = stages.iter().map(|s| s.0.as_str()).collect();
+            mesh.x_desc(format!(
+                "stages in order, each from its first to its last step: {}",
+                names.join(" | ")
+            ))
+            .x_label_formatter(&|_| String::new());
+        } else {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.draw().map_err(|e| err(png, e))?;
+        for x in starts.iter().skip(1) {
+            chart
+                .draw_series(LineSeries::new(
+                    [(*x, y0 - 0.02), (*x, y1 + 0.02)],
+                    BLACK.mix(0.4).stroke_width(1),
+                ))
+                .map_err(|e| err(png, e))?;
+        }
+        for (label, pts, color, bold) in &lines {
+            if pts.is_empty() {
+                continue;
+            }
+            let style = if *bold {
+                color.stroke_width(3)
+            } else {
+                color.mix(0.35).stroke_width(1)
+            };
+            let s = chart
+                .draw_series(LineSeries::new(pts.iter().copied(), style))
+                .map_err(|e| err(png, e))?;
+            if text_ok {
+                s.label(label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+            }
+            if *bold {
+                chart
+                    .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
+                    .map_err(|e| err(png, e))?;
+            }
+        }
+        if text_ok {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .draw()
+                .map_err(|e| err(png, e))?;
+        }
+        root.present().map_err(|e| err(png, e))?;
+    }
+    std::fs::rename(&tmp, png).map_err(|e| TrainError::io(png, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +319,29 @@ mod tests {
         // Redrawing replaces it.
         draw(&m, &png).unwrap();
         assert!(!png.with_extension("png.tmp.png").exists());
+    }
+
+    #[test]
+    fn draws_the_stages_of_a_pipeline_in_one_chart() {
+        let d = tempfile::tempdir().unwrap();
+        let mut stages = Vec::new();
+        for (name, n) in [("sft", 4), ("grpo", 3)] {
+            let m = d.path().join(format!("{name}.jsonl"));
+            let lines: Vec<String> = (0..=n)
+                .map(|s| {
+                    format!(
+                        r#"{{"step":{s},"eval_accuracy":{},"reward":0.5}}"#,
+                        0.1 * s as f64
+                    )
+                })
+                .collect();
+            std::fs::write(&m, lines.join("\n")).unwrap();
+            stages.push((name.to_string(), m));
+        }
+        let png = d.path().join("pipeline.png");
+        draw_stages(&stages, &png).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        assert!(bytes.len() > 5_000, "a drawn chart, not a blank image");
     }
 }

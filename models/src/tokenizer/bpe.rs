@@ -46,7 +46,8 @@ impl PreTokenizerKind {
         }
     }
 
-    fn build(self) -> Result<PreTokenizerWrapper> {
+    /// The `tokenizers` pre-tokenizer of this kind.
+    pub(crate) fn build(self) -> Result<PreTokenizerWrapper> {
         let split = |re: &str| -> Result<PreTokenizerWrapper> {
             let s = Split::new(
                 SplitPattern::Regex(re.to_string()),

@@ -1,4 +1,5 @@
-//! A tiny, deterministic byte-level BPE tokenizer for tests and `oxrl init-model`: merges are
+//! A tiny, deterministic byte-level BPE tokenizer for tests and `oxrl init-model` (digits split
+//! one per token, as SmolLM2 does, so arithmetic tasks see each digit alone): merges are
 //! learned from a small embedded English corpus by a plain greedy BPE (ties broken by the pair's
 //! strings), so the same files come out on every run and every machine.
 
@@ -7,7 +8,6 @@ use super::{SpecialTokens, Tokenizer};
 use crate::error::{ModelError, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
 
 /// Special tokens of the tiny tokenizer, with ids 0, 1, 2.
@@ -22,10 +22,15 @@ pub const CHATML_TEMPLATE: &str = "{%- for message in messages %}\n    {{- '<|im
 
 const CORPUS: &str = include_str!("tiny_corpus.txt");
 
-/// Learns up to `max_merges` merges from `text` with byte-level pre-tokenization.
+/// The tiny tokenizer's pre-tokenizer: every digit on its own, then GPT-2's byte-level regex
+/// (SmolLM2's scheme), so a number is one token per digit wherever it stands.
+const TINY_PRE_TOKENIZER: PreTokenizerKind = PreTokenizerKind::DigitsThenGpt2;
+
+/// Learns up to `max_merges` merges from `text`, pre-tokenized as the tokenizer will be.
 fn learn_merges(text: &str, max_merges: usize) -> Result<Vec<(String, String)>> {
     let mut pre = PreTokenizedString::from(text);
-    ByteLevel::new(false, true, true)
+    TINY_PRE_TOKENIZER
+        .build()?
         .pre_tokenize(&mut pre)
         .map_err(|e| ModelError::Tokenizer(format!("pre-tokenizing corpus: {e}")))?;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -101,7 +106,7 @@ pub fn tiny_tokenizer(vocab_size: usize) -> Result<Tokenizer> {
             special: true,
         })
         .collect();
-    let inner = build_byte_level_bpe(&tokens, kept, &added, PreTokenizerKind::Gpt2)?;
+    let inner = build_byte_level_bpe(&tokens, kept, &added, TINY_PRE_TOKENIZER)?;
     let specials = SpecialTokens {
         bos: None,
         eos: Some("<|im_end|>".into()),

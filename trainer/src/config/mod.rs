@@ -764,6 +764,22 @@ pub struct LoadedConfig {
     pub origin: PathBuf,
 }
 
+impl LoadedConfig {
+    /// Resolves the task of `config` (read from the file at `path`, which anchors relative task
+    /// paths) and validates everything that can be checked without loading the model.
+    pub fn check(config: TrainConfig, path: &Path) -> TrainResult<Self> {
+        let origin = path.display().to_string();
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let task = config.resolve_task(&origin, &base)?;
+        validate::check(&config, &task, &origin)?;
+        Ok(Self {
+            config,
+            task,
+            origin: path.to_path_buf(),
+        })
+    }
+}
+
 /// Turns a serde error with its path into a [`TrainError::Config`].
 fn path_error<E: std::fmt::Display>(
     origin: &str,
@@ -781,13 +797,22 @@ fn path_error<E: std::fmt::Display>(
 impl TrainConfig {
     /// Parses TOML text with overrides applied; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[Override]) -> TrainResult<Self> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
             TrainError::config(
                 origin,
                 "(syntax)",
                 e.to_string().trim_end().replace('\n', " "),
             )
         })?;
+        Self::from_table(table, origin, overrides)
+    }
+
+    /// Reads a parsed TOML tree with overrides applied; `origin` names it in errors.
+    pub fn from_table(
+        mut table: toml::Table,
+        origin: &str,
+        overrides: &[Override],
+    ) -> TrainResult<Self> {
         for o in overrides {
             o.apply(&mut table)?;
         }
@@ -801,14 +826,7 @@ impl TrainConfig {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
         let origin = path.display().to_string();
         let config = Self::from_toml_str(&text, &origin, overrides)?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let task = config.resolve_task(&origin, &base)?;
-        validate::check(&config, &task, &origin)?;
-        Ok(LoadedConfig {
-            config,
-            task,
-            origin: path.to_path_buf(),
-        })
+        LoadedConfig::check(config, path)
     }
 
     /// The task: the inline `[task]` (relative paths against `base`) or `task_file`.
