@@ -2,7 +2,7 @@
 //! on-policy at temperature 0.7 (the training forward takes the temperature), micro-batch
 //! gradient accumulation equal to one pass, every outcome estimator, DAPO dynamic sampling and
 //! overlong shaping, KL in the reward with the adaptive controller (restored on resume), BAPO's
-//! bounds carried in the trainer state.
+//! bounds carried in the trainer state, the shared-prefix forward equal to the plain one.
 
 mod train_support;
 
@@ -81,6 +81,58 @@ fn micro_batches_accumulate_to_the_same_update() {
         let (wa, wb) = (
             tensor_f32(&file(whole.path()), name),
             tensor_f32(&file(micro.path()), name),
+        );
+        let worst = wa
+            .iter()
+            .zip(&wb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-5, "{name}: weights differ by {worst}");
+    }
+}
+
+#[test]
+fn shared_prefix_forward_gives_the_plain_forwards_update() {
+    // Rewards that vary within groups on the untrained model, so every step moves the weights;
+    // two mini-batches per step (the second after an update) and micro-batches of 5, which
+    // split some groups across micro-batches.
+    let common = [
+        "algorithm.steps=2",
+        "algorithm.mini_batch_size=8",
+        "algorithm.micro_batch_size=5",
+        "rollout.temperature=0.7",
+        "checkpoint.every=2",
+        r#"task.verifiers=[{name = "length", max_chars = 3, mode = "linear", buffer = 30}]"#,
+    ];
+    let plain = tempfile::tempdir().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let a = run(plain.path(), &common);
+    let mut sets = common.to_vec();
+    sets.push("algorithm.shared_prefix=true");
+    let b = run(shared.path(), &sets);
+    assert_eq!(a.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        let (gx, gy) = (f(x, "grad_norm"), f(y, "grad_norm"));
+        assert!(gx > 0.0, "the step must move the weights: {x:?}");
+        assert!((gx - gy).abs() <= 1e-5 * gx, "grad norm {gx} vs {gy}");
+        for k in ["loss", "entropy", "onpolicy_max_abs_logprob_diff"] {
+            let (vx, vy) = (f(x, k), f(y, k));
+            assert!(
+                (vx - vy).abs() <= 1e-5 + 1e-5 * vx.abs(),
+                "{k}: {vx} vs {vy}"
+            );
+        }
+        assert!(f(y, "onpolicy_max_abs_logprob_diff") <= 1e-5);
+    }
+    let file = |d: &Path| d.join("checkpoints/step-000002/model.safetensors");
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.embed_tokens.weight",
+    ] {
+        let (wa, wb) = (
+            tensor_f32(&file(plain.path()), name),
+            tensor_f32(&file(shared.path()), name),
         );
         let worst = wa
             .iter()

@@ -238,6 +238,13 @@ pub struct AlgorithmConfig {
     /// the whole mini-batch at once.
     #[serde(default)]
     pub micro_batch_size: Option<usize>,
+    /// GRPO: the shared-prefix training forward (Prefix Grouper): the completions of one
+    /// prompt in a micro-batch attend to one encoding of that prompt instead of n copies.
+    /// Same loss and gradients as the plain forward (to float rounding); less work and memory
+    /// when prompts are long next to completions. Micro-batches then hold whole groups where
+    /// they can (the mini-batches stay as drawn).
+    #[serde(default)]
+    pub shared_prefix: bool,
     /// `[algorithm.dynamic_sampling]` (GRPO): DAPO's dynamic sampling.
     #[serde(default)]
     pub dynamic_sampling: DynamicSamplingConfig,

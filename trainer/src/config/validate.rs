@@ -92,6 +92,12 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
             );
         }
     }
+    if a.shared_prefix && a.name != AlgorithmName::Grpo {
+        return err(
+            "algorithm.shared_prefix",
+            "the shared-prefix forward is a GRPO option (PPO's critic reads the plain forward's hidden states); remove it".into(),
+        );
+    }
     if r.max_staleness > 0 && a.name != AlgorithmName::Grpo {
         return err(
             "rollout.max_staleness",

@@ -81,6 +81,87 @@ fn onpolicy_deviation(logp: &Tensor, old: &Tensor, mask: &Tensor) -> TrainResult
     Ok((max_diff, max_ratio))
 }
 
+/// The prompt of a GRPO sequence: the tokens before its first target (`None` without targets).
+fn prompt_of(s: &Sequence) -> Option<&[u32]> {
+    let p = s.target.iter().position(|&t| t)?;
+    Some(&s.ids[..p])
+}
+
+/// Per-token logprobs (and entropies) of `part` as `[B × T]` (the layout of [`pad`]), from the
+/// shared-prefix forward: the sequences with the same prompt are one
+/// [`oxrl_models::Transformer::group_token_logprobs`] call, so the prompt is encoded once. A
+/// sequence without targets (filtered out) gets a constant zero row.
+fn grouped_logprobs(
+    policy: &Policy,
+    part: &[&Sequence],
+    t: usize,
+    opts: TrainForward,
+) -> TrainResult<(Tensor, Option<Tensor>)> {
+    let device = policy.model.device();
+    // The forward's logprob dtype: f64 for f64 models, f32 otherwise.
+    let dtype = if policy.model.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let mut rows: Vec<Option<(Tensor, Option<Tensor>)>> = vec![None; part.len()];
+    let mut i = 0;
+    while i < part.len() {
+        let Some(prompt) = prompt_of(part[i]) else {
+            i += 1;
+            continue;
+        };
+        let mut members = vec![i];
+        let mut j = i + 1;
+        while j < part.len() && prompt_of(part[j]) == Some(prompt) {
+            members.push(j);
+            j += 1;
+        }
+        let completions: Vec<Vec<u32>> = members
+            .iter()
+            .map(|&k| part[k].ids[prompt.len()..].to_vec())
+            .collect();
+        let out = policy
+            .model
+            .group_token_logprobs(prompt, &completions, opts)?;
+        for (slot, &k) in members.iter().enumerate() {
+            let len = completions[slot].len();
+            let place = |x: &Tensor| -> TrainResult<Tensor> {
+                let left = Tensor::zeros(prompt.len(), dtype, device)?;
+                let right = Tensor::zeros(t - prompt.len() - len, dtype, device)?;
+                Ok(Tensor::cat(&[&left, x, &right], 0)?)
+            };
+            let lp = place(&out.logprobs[slot])?;
+            let ent = match &out.entropy {
+                Some(e) => Some(place(&e[slot])?),
+                None => None,
+            };
+            rows[k] = Some((lp, ent));
+        }
+        i = j;
+    }
+    let zero = Tensor::zeros(t, dtype, device)?;
+    let lp: Vec<Tensor> = rows
+        .iter()
+        .map(|r| r.as_ref().map_or(zero.clone(), |r| r.0.clone()))
+        .collect();
+    let ent: Option<Vec<Tensor>> = opts.entropy.then(|| {
+        rows.iter()
+            .map(|r| {
+                r.as_ref()
+                    .and_then(|r| r.1.clone())
+                    .unwrap_or_else(|| zero.clone())
+            })
+            .collect()
+    });
+    let lp = Tensor::stack(&lp, 0)?;
+    let ent = match ent {
+        Some(e) => Some(Tensor::stack(&e, 0)?),
+        None => None,
+    };
+    Ok((lp, ent))
+}
+
 /// The normalisers of a mini-batch (floored at 1).
 fn mini_batch_norm(seqs: &[&Sequence], max_tokens: usize) -> AggregationNorm {
     let tokens: usize = seqs.iter().map(|s| s.target_tokens()).sum();
@@ -121,6 +202,13 @@ pub fn optimize(
             derive(cfg.seed, Purpose::MiniBatches, step, epoch as u64),
         );
         for mini_idx in order.chunks(mb) {
+            let mut mini_idx = mini_idx.to_vec();
+            if a.shared_prefix {
+                // Whole groups in a micro-batch where they fit: same prompts next to each other
+                // (the mini-batch's gradient is a sum, so its split does not change it).
+                mini_idx.sort_by(|&x, &y| prompt_of(&seqs[x]).cmp(&prompt_of(&seqs[y])));
+            }
+            let mini_idx = &mini_idx[..];
             let mini: Vec<&Sequence> = mini_idx.iter().map(|&i| &seqs[i]).collect();
             let norm = mini_batch_norm(&mini, cfg.rollout.max_tokens);
             let micro = a
@@ -146,6 +234,10 @@ pub fn optimize(
                             .model
                             .token_logprobs_and_hidden(&batch.ids, &batch.lengths, opts)?;
                     (o, Some(h))
+                } else if a.shared_prefix {
+                    let t = batch.ids.dim(1)?;
+                    let (logprobs, entropy) = grouped_logprobs(policy, part, t, opts)?;
+                    (oxrl_models::TokenLogprobs { logprobs, entropy }, None)
                 } else {
                     (
                         policy
