@@ -31,6 +31,7 @@ pub mod routes_rollout;
 pub mod routes_weights;
 pub mod sse;
 pub mod state;
+pub mod watch;
 
 
 pub use errors::ApiError;
