@@ -232,7 +232,7 @@ pub async fn run(state: AppState, mut watcher: Watcher, interval: Duration) {
             }
             (Some(c), Some(WatchOutcome::Refused(why))) => {
                 let v = state.engine().policy_version();
-                tracing::warn!(checkpoint = %c, reason = %why, "checkpoint skipped");
+                tracing::debug!(checkpoint = %c, reason = %why, "checkpoint skipped");
                 eprintln!(
                     "oxrl serve: warning: skipping checkpoint {c}: {why}; still serving policy \
                      version {v} from {}",
