@@ -33,7 +33,11 @@ fn check_keys(doc: &Value, s: &Value, body: &Value, what: &str) {
         .keys()
         .map(String::as_str)
         .collect();
-    assert!(keys.is_subset(&props), "{what}: undocumented keys {:?}", keys.difference(&props));
+    assert!(
+        keys.is_subset(&props),
+        "{what}: undocumented keys {:?}",
+        keys.difference(&props)
+    );
     for r in s["required"].as_array().into_iter().flatten() {
         let r = r.as_str().unwrap();
         assert!(keys.contains(r), "{what}: required `{r}` missing in {body}");
@@ -69,9 +73,16 @@ fn openapi_document_matches_the_live_routes() {
         .map(|r| (r.method.as_str().to_string(), r.path.to_string()))
         .collect();
     assert_eq!(documented, table);
-    for path in ["/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/rollouts",
-        "/v1/weights", "/health", "/metrics", "/openapi.json"]
-    {
+    for path in [
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/rollouts",
+        "/v1/weights",
+        "/health",
+        "/metrics",
+        "/openapi.json",
+    ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
 
@@ -105,7 +116,10 @@ fn openapi_document_matches_the_live_routes() {
             );
             assert_ne!(status, 405, "{what}: {text}");
             let documented = op["responses"][status.to_string()].clone();
-            assert!(documented.is_object(), "{what}: undocumented status {status}: {text}");
+            assert!(
+                documented.is_object(),
+                "{what}: undocumented status {status}: {text}"
+            );
             if ctype.starts_with("application/json") {
                 let body: Value = serde_json::from_str(&text).unwrap();
                 let s = &documented["content"]["application/json"]["schema"];
@@ -130,8 +144,8 @@ fn openapi_document_matches_the_live_routes() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().unwrap();
-    let s = &paths["/v1/weights"]["post"]["responses"]["200"]["content"]["application/json"]
-        ["schema"];
+    let s =
+        &paths["/v1/weights"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
     check_keys(&doc, s, &body, "POST /v1/weights");
     // Streaming chat answers SSE as documented.
     let resp = http
@@ -139,7 +153,10 @@ fn openapi_document_matches_the_live_routes() {
         .json(&json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": true}))
         .send()
         .unwrap();
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     // What is not documented is not answered.
     let resp = http.get(server.url("/v1/embeddings")).send().unwrap();
     assert_eq!(resp.status(), 404);

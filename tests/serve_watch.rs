@@ -152,7 +152,10 @@ fn wait_version(base: &str, version: u64, timeout: Duration) -> String {
             assert_eq!(v, version, "the version jumped past {version} ({root})");
             return root;
         }
-        assert!(t0.elapsed() < timeout, "policy version stuck at {v} ({root})");
+        assert!(
+            t0.elapsed() < timeout,
+            "policy version stuck at {v} ({root})"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -161,7 +164,9 @@ fn wait_version(base: &str, version: u64, timeout: Duration) -> String {
 fn greedy(base: &str) -> (String, u64) {
     let r = client()
         .post(format!("{base}/v1/completions"))
-        .json(&json!({"prompt": "12 + 7 = ", "max_tokens": 12, "temperature": 0, "ignore_eos": true}))
+        .json(
+            &json!({"prompt": "12 + 7 = ", "max_tokens": 12, "temperature": 0, "ignore_eos": true}),
+        )
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -189,7 +194,15 @@ fn state(step: u64) -> TrainerState {
 /// Writes the model in `model_dir` as checkpoint `step` under `root` with the trainer's writer.
 fn save_checkpoint(root: &Path, model_dir: &Path, step: u64) -> PathBuf {
     let m = LoadedModel::load(model_dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
-    checkpoint::save(root, &m.model, &m.tokenizer, &state(step), "", &|_: &Path| Ok(())).unwrap()
+    checkpoint::save(
+        root,
+        &m.model,
+        &m.tokenizer,
+        &state(step),
+        "",
+        &|_: &Path| Ok(()),
+    )
+    .unwrap()
 }
 
 /// Publishes a broken checkpoint as the trainer would (complete directory renamed into place,
@@ -349,7 +362,10 @@ fn watch_serves_the_policy_of_a_running_oxrl_train() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(root.ends_with("step-000006"), "last checkpoint not served: {root}");
+    assert!(
+        root.ends_with("step-000006"),
+        "last checkpoint not served: {root}"
+    );
     // Served from the first checkpoint it saw (version 0), then one version per newer one it
     // loaded (a poll may miss one the run replaced quickly).
     let err = serve.stderr();

@@ -7,10 +7,10 @@
 use super::model_arg;
 use anyhow::Context;
 use clap::Args;
+use oxrl_models::LoadedModel;
 use oxrl_rollout::engine::{EngineConfig, EngineHandle, TokenDecoder};
 use oxrl_rollout::http::watch::{self, Checkpoint, Watcher};
 use oxrl_rollout::http::{self, AppState, ServerConfig};
-use oxrl_models::LoadedModel;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -286,7 +286,10 @@ impl<'de> de::SeqAccess<'de> for Empty {
 }
 impl<'de> de::MapAccess<'de> for Empty {
     type Error = WalkError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, _: K) -> Result<Option<K::Value>, WalkError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        _: K,
+    ) -> Result<Option<K::Value>, WalkError> {
         Ok(None)
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, _: V) -> Result<V::Value, WalkError> {
@@ -315,7 +318,10 @@ struct FirstVariant(Probe, &'static str);
 impl<'de> de::EnumAccess<'de> for FirstVariant {
     type Error = WalkError;
     type Variant = Probe;
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Probe), WalkError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Probe), WalkError> {
         let v = seed.deserialize(de::value::StrDeserializer::<WalkError>::new(self.1))?;
         Ok((v, self.0))
     }
@@ -412,7 +418,11 @@ impl<'de> de::Deserializer<'de> for Probe {
         visitor.visit_newtype_struct(self)
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, WalkError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, WalkError> {
         match self.default {
             Some(d) => d.deserialize_tuple(len, visitor).map_err(other),
             None => visitor.visit_seq(Tuple(self, len)),
@@ -483,7 +493,10 @@ fn accepted_fields<T: for<'de> Deserialize<'de>>(
             }
             Err(WalkError::Other(e)) => {
                 let last = walk.borrow().last_key.clone();
-                panic!("walking {}: {e} (last key {last:?})", std::any::type_name::<T>())
+                panic!(
+                    "walking {}: {e} (last key {last:?})",
+                    std::any::type_name::<T>()
+                )
             }
         }
     }
@@ -501,8 +514,14 @@ fn all_config_fields() -> BTreeSet<String> {
     .unwrap();
     let default = toml::Value::try_from(&minimal).unwrap();
     let mut fields = accepted_fields::<TrainConfig>("", Some(default));
-    fields.extend(accepted_fields::<ArithParams>("task.dataset.synthetic", None));
-    fields.extend(accepted_fields::<CountdownParams>("task.dataset.synthetic", None));
+    fields.extend(accepted_fields::<ArithParams>(
+        "task.dataset.synthetic",
+        None,
+    ));
+    fields.extend(accepted_fields::<CountdownParams>(
+        "task.dataset.synthetic",
+        None,
+    ));
     fields
 }
 
@@ -522,7 +541,10 @@ fn the_walk_finds_nested_optional_and_aliased_fields() {
     ] {
         assert!(f.contains(key), "{key} not found in {f:#?}");
     }
-    assert!(!f.iter().any(|k| k.ends_with("base_dir")), "skipped fields are not keys");
+    assert!(
+        !f.iter().any(|k| k.ends_with("base_dir")),
+        "skipped fields are not keys"
+    );
 }
 
 #[test]

@@ -33,7 +33,6 @@ pub mod sse;
 pub mod state;
 pub mod watch;
 
-
 pub use errors::ApiError;
 pub use state::{AppState, ServerConfig};
 
@@ -203,8 +202,8 @@ pub fn router(state: AppState) -> Router {
                 router.route(r.path, method_router(r))
             })
     };
-    let inference =
-        group(RouteAuth::ApiKey).route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+    let inference = group(RouteAuth::ApiKey)
+        .route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = group(RouteAuth::AdminKey)
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin_key));
     let open = group(RouteAuth::Open);

@@ -308,308 +308,389 @@ fn schemas() -> Value {
             } }
         }),
     );
-    put("StopSpec", json!({
-        "description": "One stop string or a list of them",
-        "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }]
-    }));
-    put("StreamOptions", json!({
-        "type": "object",
-        "additionalProperties": false,
-        "properties": {
-            "include_usage": { "type": ["boolean", "null"], "description": "Send a last chunk with `usage` (and `choices: []`) before `[DONE]`" },
-            "continuous_usage_stats": { "type": ["boolean", "null"], "description": "Accepted for compatibility; usage is only reported at the end" }
-        }
-    }));
-    put("CompletionRequest", completion_request());
-    put("ChatMessage", json!({
-        "type": "object",
-        "required": ["role"],
-        "description": "Extra keys (`name`, `refusal`, `tool_calls: null`, ...) are ignored",
-        "properties": {
-            "role": { "type": "string", "enum": ["system", "developer", "user", "assistant", "tool"] },
-            "content": {
-                "description": "A string, a list of `{\"type\": \"text\", \"text\": ...}` parts, or null",
-                "oneOf": [
-                    { "type": "string" },
-                    { "type": "array", "items": {
-                        "type": "object",
-                        "required": ["type", "text"],
-                        "properties": { "type": { "const": "text" }, "text": { "type": "string" } }
-                    } },
-                    { "type": "null" }
-                ]
+    put(
+        "StopSpec",
+        json!({
+            "description": "One stop string or a list of them",
+            "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }]
+        }),
+    );
+    put(
+        "StreamOptions",
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "include_usage": { "type": ["boolean", "null"], "description": "Send a last chunk with `usage` (and `choices: []`) before `[DONE]`" },
+                "continuous_usage_stats": { "type": ["boolean", "null"], "description": "Accepted for compatibility; usage is only reported at the end" }
             }
-        }
-    }));
+        }),
+    );
+    put("CompletionRequest", completion_request());
+    put(
+        "ChatMessage",
+        json!({
+            "type": "object",
+            "required": ["role"],
+            "description": "Extra keys (`name`, `refusal`, `tool_calls: null`, ...) are ignored",
+            "properties": {
+                "role": { "type": "string", "enum": ["system", "developer", "user", "assistant", "tool"] },
+                "content": {
+                    "description": "A string, a list of `{\"type\": \"text\", \"text\": ...}` parts, or null",
+                    "oneOf": [
+                        { "type": "string" },
+                        { "type": "array", "items": {
+                            "type": "object",
+                            "required": ["type", "text"],
+                            "properties": { "type": { "const": "text" }, "text": { "type": "string" } }
+                        } },
+                        { "type": "null" }
+                    ]
+                }
+            }
+        }),
+    );
     put("ChatCompletionRequest", chat_request());
-    put("OpenAiUsage", json!({
-        "type": "object",
-        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-        "properties": {
-            "prompt_tokens": int(), "completion_tokens": int(), "total_tokens": int()
-        }
-    }));
-    put("LegacyLogprobs", json!({
-        "type": "object",
-        "required": ["tokens", "token_logprobs", "top_logprobs", "text_offset"],
-        "properties": {
-            "tokens": { "type": "array", "items": { "type": "string" } },
-            "token_logprobs": { "type": "array", "items": nullable("number"), "description": "null for the first prompt token when echoing" },
-            "top_logprobs": { "type": "array", "items": {
-                "type": ["object", "null"], "additionalProperties": { "type": "number" }
-            }, "description": "Token string -> logprob, the chosen token included" },
-            "text_offset": { "type": "array", "items": int() }
-        }
-    }));
-    put("CompletionChoice", json!({
-        "type": "object",
-        "required": ["index", "text", "logprobs", "finish_reason"],
-        "properties": {
-            "index": int(),
-            "text": { "type": "string" },
-            "logprobs": { "oneOf": [schema_ref("LegacyLogprobs"), { "type": "null" }] },
-            "finish_reason": { "type": ["string", "null"], "enum": ["stop", "length", "abort", null] }
-        }
-    }));
-    put("CompletionResponse", json!({
-        "type": "object",
-        "description": "Also the shape of each SSE chunk of a streamed completion",
-        "required": ["id", "object", "created", "model", "choices", "policy_version"],
-        "properties": {
-            "id": { "type": "string" },
-            "object": { "const": "text_completion" },
-            "created": int(),
-            "model": { "type": "string" },
-            "choices": { "type": "array", "items": schema_ref("CompletionChoice") },
-            "usage": schema_ref("OpenAiUsage"),
-            "policy_version": { "type": "integer", "minimum": 0, "description": "oxrl extension: the newest policy version that produced a token of the response" }
-        }
-    }));
-    put("ChatTopLogprob", json!({
-        "type": "object",
-        "required": ["token", "logprob", "bytes"],
-        "properties": {
-            "token": { "type": "string" },
-            "logprob": { "type": "number" },
-            "bytes": { "type": "array", "items": int() }
-        }
-    }));
-    put("ChatTokenLogprob", json!({
-        "type": "object",
-        "required": ["token", "logprob", "bytes", "top_logprobs"],
-        "properties": {
-            "token": { "type": "string" },
-            "logprob": { "type": "number" },
-            "bytes": { "type": "array", "items": int() },
-            "top_logprobs": { "type": "array", "items": schema_ref("ChatTopLogprob") }
-        }
-    }));
-    put("ChatLogprobs", json!({
-        "type": "object",
-        "required": ["content"],
-        "properties": { "content": { "type": "array", "items": schema_ref("ChatTokenLogprob") } }
-    }));
-    put("ChatMessageOut", json!({
-        "type": "object",
-        "properties": {
-            "role": { "const": "assistant" },
-            "content": { "type": "string" }
-        }
-    }));
-    put("ChatChoice", json!({
-        "type": "object",
-        "required": ["index", "message", "logprobs", "finish_reason"],
-        "properties": {
-            "index": int(),
-            "message": schema_ref("ChatMessageOut"),
-            "logprobs": { "oneOf": [schema_ref("ChatLogprobs"), { "type": "null" }] },
-            "finish_reason": { "type": ["string", "null"], "enum": ["stop", "length", "abort", null] }
-        }
-    }));
-    put("ChatCompletionResponse", json!({
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices", "usage", "policy_version"],
-        "properties": {
-            "id": { "type": "string" },
-            "object": { "const": "chat.completion" },
-            "created": int(),
-            "model": { "type": "string" },
-            "choices": { "type": "array", "items": schema_ref("ChatChoice") },
-            "usage": schema_ref("OpenAiUsage"),
-            "policy_version": { "type": "integer", "minimum": 0, "description": "oxrl extension: the newest policy version that produced a token of the response" }
-        }
-    }));
-    put("ChatChunkChoice", json!({
-        "type": "object",
-        "required": ["index", "delta", "logprobs", "finish_reason"],
-        "properties": {
-            "index": int(),
-            "delta": schema_ref("ChatMessageOut"),
-            "logprobs": { "oneOf": [schema_ref("ChatLogprobs"), { "type": "null" }] },
-            "finish_reason": { "type": ["string", "null"] }
-        }
-    }));
-    put("ChatCompletionChunk", json!({
-        "type": "object",
-        "description": "One SSE chunk of a streamed chat completion",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": { "type": "string" },
-            "object": { "const": "chat.completion.chunk" },
-            "created": int(),
-            "model": { "type": "string" },
-            "choices": { "type": "array", "items": schema_ref("ChatChunkChoice") },
-            "usage": schema_ref("OpenAiUsage")
-        }
-    }));
-    put("ModelCard", json!({
-        "type": "object",
-        "required": ["id", "object", "created", "owned_by", "root", "max_model_len", "policy_version"],
-        "properties": {
-            "id": { "type": "string", "description": "The model id clients send as `model`" },
-            "object": { "const": "model" },
-            "created": int(),
-            "owned_by": { "const": "oxrl" },
-            "root": { "type": "string", "description": "Where the weights serving now were loaded from (with --watch: the checkpoint directory)" },
-            "max_model_len": int(),
-            "policy_version": { "type": "integer", "minimum": 0, "description": "Policy version serving now (+1 per weight update or watched checkpoint)" }
-        }
-    }));
-    put("ModelList", json!({
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {
-            "object": { "const": "list" },
-            "data": { "type": "array", "items": schema_ref("ModelCard") }
-        }
-    }));
+    put(
+        "OpenAiUsage",
+        json!({
+            "type": "object",
+            "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+            "properties": {
+                "prompt_tokens": int(), "completion_tokens": int(), "total_tokens": int()
+            }
+        }),
+    );
+    put(
+        "LegacyLogprobs",
+        json!({
+            "type": "object",
+            "required": ["tokens", "token_logprobs", "top_logprobs", "text_offset"],
+            "properties": {
+                "tokens": { "type": "array", "items": { "type": "string" } },
+                "token_logprobs": { "type": "array", "items": nullable("number"), "description": "null for the first prompt token when echoing" },
+                "top_logprobs": { "type": "array", "items": {
+                    "type": ["object", "null"], "additionalProperties": { "type": "number" }
+                }, "description": "Token string -> logprob, the chosen token included" },
+                "text_offset": { "type": "array", "items": int() }
+            }
+        }),
+    );
+    put(
+        "CompletionChoice",
+        json!({
+            "type": "object",
+            "required": ["index", "text", "logprobs", "finish_reason"],
+            "properties": {
+                "index": int(),
+                "text": { "type": "string" },
+                "logprobs": { "oneOf": [schema_ref("LegacyLogprobs"), { "type": "null" }] },
+                "finish_reason": { "type": ["string", "null"], "enum": ["stop", "length", "abort", null] }
+            }
+        }),
+    );
+    put(
+        "CompletionResponse",
+        json!({
+            "type": "object",
+            "description": "Also the shape of each SSE chunk of a streamed completion",
+            "required": ["id", "object", "created", "model", "choices", "policy_version"],
+            "properties": {
+                "id": { "type": "string" },
+                "object": { "const": "text_completion" },
+                "created": int(),
+                "model": { "type": "string" },
+                "choices": { "type": "array", "items": schema_ref("CompletionChoice") },
+                "usage": schema_ref("OpenAiUsage"),
+                "policy_version": { "type": "integer", "minimum": 0, "description": "oxrl extension: the newest policy version that produced a token of the response" }
+            }
+        }),
+    );
+    put(
+        "ChatTopLogprob",
+        json!({
+            "type": "object",
+            "required": ["token", "logprob", "bytes"],
+            "properties": {
+                "token": { "type": "string" },
+                "logprob": { "type": "number" },
+                "bytes": { "type": "array", "items": int() }
+            }
+        }),
+    );
+    put(
+        "ChatTokenLogprob",
+        json!({
+            "type": "object",
+            "required": ["token", "logprob", "bytes", "top_logprobs"],
+            "properties": {
+                "token": { "type": "string" },
+                "logprob": { "type": "number" },
+                "bytes": { "type": "array", "items": int() },
+                "top_logprobs": { "type": "array", "items": schema_ref("ChatTopLogprob") }
+            }
+        }),
+    );
+    put(
+        "ChatLogprobs",
+        json!({
+            "type": "object",
+            "required": ["content"],
+            "properties": { "content": { "type": "array", "items": schema_ref("ChatTokenLogprob") } }
+        }),
+    );
+    put(
+        "ChatMessageOut",
+        json!({
+            "type": "object",
+            "properties": {
+                "role": { "const": "assistant" },
+                "content": { "type": "string" }
+            }
+        }),
+    );
+    put(
+        "ChatChoice",
+        json!({
+            "type": "object",
+            "required": ["index", "message", "logprobs", "finish_reason"],
+            "properties": {
+                "index": int(),
+                "message": schema_ref("ChatMessageOut"),
+                "logprobs": { "oneOf": [schema_ref("ChatLogprobs"), { "type": "null" }] },
+                "finish_reason": { "type": ["string", "null"], "enum": ["stop", "length", "abort", null] }
+            }
+        }),
+    );
+    put(
+        "ChatCompletionResponse",
+        json!({
+            "type": "object",
+            "required": ["id", "object", "created", "model", "choices", "usage", "policy_version"],
+            "properties": {
+                "id": { "type": "string" },
+                "object": { "const": "chat.completion" },
+                "created": int(),
+                "model": { "type": "string" },
+                "choices": { "type": "array", "items": schema_ref("ChatChoice") },
+                "usage": schema_ref("OpenAiUsage"),
+                "policy_version": { "type": "integer", "minimum": 0, "description": "oxrl extension: the newest policy version that produced a token of the response" }
+            }
+        }),
+    );
+    put(
+        "ChatChunkChoice",
+        json!({
+            "type": "object",
+            "required": ["index", "delta", "logprobs", "finish_reason"],
+            "properties": {
+                "index": int(),
+                "delta": schema_ref("ChatMessageOut"),
+                "logprobs": { "oneOf": [schema_ref("ChatLogprobs"), { "type": "null" }] },
+                "finish_reason": { "type": ["string", "null"] }
+            }
+        }),
+    );
+    put(
+        "ChatCompletionChunk",
+        json!({
+            "type": "object",
+            "description": "One SSE chunk of a streamed chat completion",
+            "required": ["id", "object", "created", "model", "choices"],
+            "properties": {
+                "id": { "type": "string" },
+                "object": { "const": "chat.completion.chunk" },
+                "created": int(),
+                "model": { "type": "string" },
+                "choices": { "type": "array", "items": schema_ref("ChatChunkChoice") },
+                "usage": schema_ref("OpenAiUsage")
+            }
+        }),
+    );
+    put(
+        "ModelCard",
+        json!({
+            "type": "object",
+            "required": ["id", "object", "created", "owned_by", "root", "max_model_len", "policy_version"],
+            "properties": {
+                "id": { "type": "string", "description": "The model id clients send as `model`" },
+                "object": { "const": "model" },
+                "created": int(),
+                "owned_by": { "const": "oxrl" },
+                "root": { "type": "string", "description": "Where the weights serving now were loaded from (with --watch: the checkpoint directory)" },
+                "max_model_len": int(),
+                "policy_version": { "type": "integer", "minimum": 0, "description": "Policy version serving now (+1 per weight update or watched checkpoint)" }
+            }
+        }),
+    );
+    put(
+        "ModelList",
+        json!({
+            "type": "object",
+            "required": ["object", "data"],
+            "properties": {
+                "object": { "const": "list" },
+                "data": { "type": "array", "items": schema_ref("ModelCard") }
+            }
+        }),
+    );
     put("SamplingParams", sampling_params());
-    put("RolloutsRequest", json!({
-        "type": "object",
-        "required": ["prompts"],
-        "additionalProperties": false,
-        "properties": {
-            "model": { "type": "string", "description": "Must be the served model's name, when given" },
-            "prompts": {
-                "type": "array",
-                "minItems": 1,
-                "items": { "oneOf": [
-                    { "type": "string", "description": "Tokenised as is" },
-                    { "type": "array", "items": int(), "description": "Token ids" },
-                    { "type": "object", "required": ["text"], "additionalProperties": false, "properties": { "text": { "type": "string" } } },
-                    { "type": "object", "required": ["messages"], "additionalProperties": false, "properties": { "messages": { "type": "array", "items": schema_ref("ChatMessage") } }, "description": "Rendered with the chat template" },
-                    { "type": "object", "required": ["token_ids"], "additionalProperties": false, "properties": { "token_ids": { "type": "array", "items": int() } } }
-                ] }
-            },
-            "params": schema_ref("SamplingParams"),
-            "add_generation_prompt": { "type": "boolean", "default": true, "description": "For `messages` prompts: append the assistant prefix" }
-        }
-    }));
-    put("TokenLogprob", json!({
-        "type": "object",
-        "required": ["token_id", "logprob"],
-        "properties": { "token_id": int(), "logprob": { "type": "number" } }
-    }));
-    put("PromptTokenLogprob", json!({
-        "type": "object",
-        "required": ["token_id", "logprob", "top_logprobs"],
-        "properties": {
-            "token_id": int(),
-            "logprob": { "type": "number", "description": "log p(token | earlier prompt tokens), T = 1" },
-            "top_logprobs": { "type": "array", "items": schema_ref("TokenLogprob") }
-        }
-    }));
-    put("Completion", json!({
-        "type": "object",
-        "required": ["index", "token_ids", "text", "logprobs", "top_logprobs", "finish_reason",
-            "stop_reason", "policy_version", "policy_version_end"],
-        "properties": {
-            "index": { "type": "integer", "minimum": 0, "description": "Sample index within the group, 0..n" },
-            "token_ids": { "type": "array", "items": int(), "description": "Every sampled token, including a final stop/EOS token" },
-            "text": { "type": "string", "description": "Detokenised completion without a final stop token or matched stop string" },
-            "logprobs": { "type": "array", "items": { "type": "number" }, "description": "log softmax(logits / T) of each sampled token over the full vocabulary, before top-k/top-p/min-p truncation (T = 1 when greedy)" },
-            "top_logprobs": { "type": ["array", "null"], "items": { "type": "array", "items": schema_ref("TokenLogprob") } },
-            "finish_reason": { "type": "string", "enum": ["stop", "length", "abort"] },
-            "stop_reason": {
-                "description": "With finish_reason = stop: the token or string that stopped it",
-                "oneOf": [
-                    { "type": "object", "required": ["token"], "properties": { "token": int() } },
-                    { "type": "object", "required": ["string"], "properties": { "string": { "type": "string" } } },
-                    { "type": "null" }
-                ]
-            },
-            "policy_version": { "type": "integer", "minimum": 0, "description": "Policy version when the first token was sampled" },
-            "policy_version_end": { "type": "integer", "minimum": 0, "description": "Policy version when the last token was sampled" }
-        }
-    }));
-    put("Usage", json!({
-        "type": "object",
-        "required": ["prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens"],
-        "properties": {
-            "prompt_tokens": int(),
-            "completion_tokens": int(),
-            "total_tokens": int(),
-            "cached_prompt_tokens": { "type": "integer", "minimum": 0, "description": "Prompt tokens whose KV came from the prefix cache" }
-        }
-    }));
-    put("RolloutResult", json!({
-        "type": "object",
-        "required": ["prompt_token_ids", "prompt_logprobs", "completions", "usage"],
-        "properties": {
-            "prompt_token_ids": { "type": "array", "items": int() },
-            "prompt_logprobs": {
-                "type": ["array", "null"],
-                "items": { "oneOf": [schema_ref("PromptTokenLogprob"), { "type": "null" }] },
-                "description": "With params.prompt_logprobs: one entry per prompt token, the first null"
-            },
-            "completions": { "type": "array", "items": schema_ref("Completion") },
-            "usage": schema_ref("Usage")
-        }
-    }));
-    put("RolloutsResponse", json!({
-        "type": "object",
-        "required": ["id", "object", "created", "model", "results", "usage", "policy_version"],
-        "properties": {
-            "id": { "type": "string" },
-            "object": { "const": "rollout" },
-            "created": int(),
-            "model": { "type": "string" },
-            "results": { "type": "array", "items": schema_ref("RolloutResult") },
-            "usage": schema_ref("Usage"),
-            "policy_version": { "type": "integer", "minimum": 0, "description": "Policy version serving when the response was written" }
-        }
-    }));
-    put("WeightsPathRequest", json!({
-        "type": "object",
-        "required": ["path"],
-        "additionalProperties": false,
-        "properties": {
-            "path": { "type": "string", "description": "A safetensors file or an HF-layout directory on the server's disk" }
-        }
-    }));
-    put("WeightsResponse", json!({
-        "type": "object",
-        "required": ["object", "policy_version", "num_tensors", "bytes", "elapsed_ms", "load_ms", "apply_ms"],
-        "properties": {
-            "object": { "const": "weights_update" },
-            "policy_version": { "type": "integer", "minimum": 0, "description": "The new policy version" },
-            "num_tensors": int(),
-            "bytes": int(),
-            "elapsed_ms": { "type": "number" },
-            "load_ms": { "type": "number", "description": "Receiving / reading and parsing the tensors" },
-            "apply_ms": { "type": "number", "description": "Validating and swapping them in" }
-        }
-    }));
-    put("Health", json!({
-        "type": "object",
-        "required": ["status", "engine", "model", "policy_version"],
-        "properties": {
-            "status": { "const": "ok" },
-            "engine": { "const": "running" },
-            "model": { "type": "string" },
-            "policy_version": int()
-        }
-    }));
+    put(
+        "RolloutsRequest",
+        json!({
+            "type": "object",
+            "required": ["prompts"],
+            "additionalProperties": false,
+            "properties": {
+                "model": { "type": "string", "description": "Must be the served model's name, when given" },
+                "prompts": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": { "oneOf": [
+                        { "type": "string", "description": "Tokenised as is" },
+                        { "type": "array", "items": int(), "description": "Token ids" },
+                        { "type": "object", "required": ["text"], "additionalProperties": false, "properties": { "text": { "type": "string" } } },
+                        { "type": "object", "required": ["messages"], "additionalProperties": false, "properties": { "messages": { "type": "array", "items": schema_ref("ChatMessage") } }, "description": "Rendered with the chat template" },
+                        { "type": "object", "required": ["token_ids"], "additionalProperties": false, "properties": { "token_ids": { "type": "array", "items": int() } } }
+                    ] }
+                },
+                "params": schema_ref("SamplingParams"),
+                "add_generation_prompt": { "type": "boolean", "default": true, "description": "For `messages` prompts: append the assistant prefix" }
+            }
+        }),
+    );
+    put(
+        "TokenLogprob",
+        json!({
+            "type": "object",
+            "required": ["token_id", "logprob"],
+            "properties": { "token_id": int(), "logprob": { "type": "number" } }
+        }),
+    );
+    put(
+        "PromptTokenLogprob",
+        json!({
+            "type": "object",
+            "required": ["token_id", "logprob", "top_logprobs"],
+            "properties": {
+                "token_id": int(),
+                "logprob": { "type": "number", "description": "log p(token | earlier prompt tokens), T = 1" },
+                "top_logprobs": { "type": "array", "items": schema_ref("TokenLogprob") }
+            }
+        }),
+    );
+    put(
+        "Completion",
+        json!({
+            "type": "object",
+            "required": ["index", "token_ids", "text", "logprobs", "top_logprobs", "finish_reason",
+                "stop_reason", "policy_version", "policy_version_end"],
+            "properties": {
+                "index": { "type": "integer", "minimum": 0, "description": "Sample index within the group, 0..n" },
+                "token_ids": { "type": "array", "items": int(), "description": "Every sampled token, including a final stop/EOS token" },
+                "text": { "type": "string", "description": "Detokenised completion without a final stop token or matched stop string" },
+                "logprobs": { "type": "array", "items": { "type": "number" }, "description": "log softmax(logits / T) of each sampled token over the full vocabulary, before top-k/top-p/min-p truncation (T = 1 when greedy)" },
+                "top_logprobs": { "type": ["array", "null"], "items": { "type": "array", "items": schema_ref("TokenLogprob") } },
+                "finish_reason": { "type": "string", "enum": ["stop", "length", "abort"] },
+                "stop_reason": {
+                    "description": "With finish_reason = stop: the token or string that stopped it",
+                    "oneOf": [
+                        { "type": "object", "required": ["token"], "properties": { "token": int() } },
+                        { "type": "object", "required": ["string"], "properties": { "string": { "type": "string" } } },
+                        { "type": "null" }
+                    ]
+                },
+                "policy_version": { "type": "integer", "minimum": 0, "description": "Policy version when the first token was sampled" },
+                "policy_version_end": { "type": "integer", "minimum": 0, "description": "Policy version when the last token was sampled" }
+            }
+        }),
+    );
+    put(
+        "Usage",
+        json!({
+            "type": "object",
+            "required": ["prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens"],
+            "properties": {
+                "prompt_tokens": int(),
+                "completion_tokens": int(),
+                "total_tokens": int(),
+                "cached_prompt_tokens": { "type": "integer", "minimum": 0, "description": "Prompt tokens whose KV came from the prefix cache" }
+            }
+        }),
+    );
+    put(
+        "RolloutResult",
+        json!({
+            "type": "object",
+            "required": ["prompt_token_ids", "prompt_logprobs", "completions", "usage"],
+            "properties": {
+                "prompt_token_ids": { "type": "array", "items": int() },
+                "prompt_logprobs": {
+                    "type": ["array", "null"],
+                    "items": { "oneOf": [schema_ref("PromptTokenLogprob"), { "type": "null" }] },
+                    "description": "With params.prompt_logprobs: one entry per prompt token, the first null"
+                },
+                "completions": { "type": "array", "items": schema_ref("Completion") },
+                "usage": schema_ref("Usage")
+            }
+        }),
+    );
+    put(
+        "RolloutsResponse",
+        json!({
+            "type": "object",
+            "required": ["id", "object", "created", "model", "results", "usage", "policy_version"],
+            "properties": {
+                "id": { "type": "string" },
+                "object": { "const": "rollout" },
+                "created": int(),
+                "model": { "type": "string" },
+                "results": { "type": "array", "items": schema_ref("RolloutResult") },
+                "usage": schema_ref("Usage"),
+                "policy_version": { "type": "integer", "minimum": 0, "description": "Policy version serving when the response was written" }
+            }
+        }),
+    );
+    put(
+        "WeightsPathRequest",
+        json!({
+            "type": "object",
+            "required": ["path"],
+            "additionalProperties": false,
+            "properties": {
+                "path": { "type": "string", "description": "A safetensors file or an HF-layout directory on the server's disk" }
+            }
+        }),
+    );
+    put(
+        "WeightsResponse",
+        json!({
+            "type": "object",
+            "required": ["object", "policy_version", "num_tensors", "bytes", "elapsed_ms", "load_ms", "apply_ms"],
+            "properties": {
+                "object": { "const": "weights_update" },
+                "policy_version": { "type": "integer", "minimum": 0, "description": "The new policy version" },
+                "num_tensors": int(),
+                "bytes": int(),
+                "elapsed_ms": { "type": "number" },
+                "load_ms": { "type": "number", "description": "Receiving / reading and parsing the tensors" },
+                "apply_ms": { "type": "number", "description": "Validating and swapping them in" }
+            }
+        }),
+    );
+    put(
+        "Health",
+        json!({
+            "type": "object",
+            "required": ["status", "engine", "model", "policy_version"],
+            "properties": {
+                "status": { "const": "ok" },
+                "engine": { "const": "running" },
+                "model": { "type": "string" },
+                "policy_version": int()
+            }
+        }),
+    );
     Value::Object(s)
 }
 
@@ -765,7 +846,11 @@ mod tests {
     fn fields<T: for<'de> Deserialize<'de>>() -> BTreeSet<String> {
         let mut out = Vec::new();
         let _ = T::deserialize(FieldNames(&mut out));
-        assert!(!out.is_empty(), "{} is not a struct", std::any::type_name::<T>());
+        assert!(
+            !out.is_empty(),
+            "{} is not a struct",
+            std::any::type_name::<T>()
+        );
         out.into_iter().map(String::from).collect()
     }
 
@@ -826,14 +911,20 @@ mod tests {
         let doc = document();
         let pairs: Vec<(&str, BTreeSet<String>)> = vec![
             ("CompletionRequest", fields::<o::CompletionRequest>()),
-            ("ChatCompletionRequest", fields::<o::ChatCompletionRequest>()),
+            (
+                "ChatCompletionRequest",
+                fields::<o::ChatCompletionRequest>(),
+            ),
             ("ChatMessage", fields::<o::ChatMessageIn>()),
             ("StreamOptions", fields::<o::StreamOptions>()),
             ("CompletionResponse", fields::<o::CompletionResponse>()),
             ("CompletionChoice", fields::<o::CompletionChoice>()),
             ("LegacyLogprobs", fields::<o::LegacyLogprobs>()),
             ("OpenAiUsage", fields::<o::OpenAiUsage>()),
-            ("ChatCompletionResponse", fields::<o::ChatCompletionResponse>()),
+            (
+                "ChatCompletionResponse",
+                fields::<o::ChatCompletionResponse>(),
+            ),
             ("ChatChoice", fields::<o::ChatChoice>()),
             ("ChatMessageOut", fields::<o::ChatMessageOut>()),
             ("ChatLogprobs", fields::<o::ChatLogprobs>()),

@@ -13,8 +13,8 @@ use crate::types::{WeightsPathRequest, WeightsResponse};
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::Json;
-use oxrl_models::weights::{self, TensorMap};
 use candle_core::{DType, Device};
+use oxrl_models::weights::{self, TensorMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -35,11 +35,7 @@ async fn blocking<T: Send + 'static>(
 /// path is a 404 (`weights_not_found`), unreadable or malformed weights a 400
 /// (`invalid_weights`). Blocking: call it off the async threads. `oxrl serve --watch` loads its
 /// checkpoints through this too.
-pub fn load_path(
-    path: &Path,
-    dtype: DType,
-    device: &Device,
-) -> Result<(TensorMap, u64), ApiError> {
+pub fn load_path(path: &Path, dtype: DType, device: &Device) -> Result<(TensorMap, u64), ApiError> {
     let meta = std::fs::metadata(path).map_err(|e| {
         ApiError::not_found(format!("cannot read `{}`: {e}", path.display()))
             .with_param("path")

@@ -83,7 +83,10 @@ fn newest_in(root: &Path) -> Option<Checkpoint> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let step: u64 = name.strip_prefix(STEP_PREFIX)?.parse().ok()?;
-            e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
+            e.path()
+                .join(STATE_FILE)
+                .is_file()
+                .then(|| (step, e.path()))
         })
         .max_by_key(|(step, _)| *step)
         .map(|(_, p)| Checkpoint::at(p))
@@ -291,6 +294,10 @@ mod tests {
         assert_eq!(w.poll(), None);
         let start = newest_checkpoint(root.path());
         let mut w = Watcher::new(root.path(), start);
-        assert_eq!(w.poll(), None, "the checkpoint serving at the start is not reloaded");
+        assert_eq!(
+            w.poll(),
+            None,
+            "the checkpoint serving at the start is not reloaded"
+        );
     }
 }
