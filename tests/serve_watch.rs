@@ -205,6 +205,9 @@ fn save_checkpoint(root: &Path, model_dir: &Path, step: u64) -> PathBuf {
     .unwrap()
 }
 
+/// Makes a checkpoint's `model.safetensors` unusable in one way.
+type Breaker = dyn Fn(&Path);
+
 /// Publishes a broken checkpoint as the trainer would (complete directory renamed into place,
 /// then the pointer replaced): a valid one from `model_dir`, with `break_it` applied to its
 /// `model.safetensors` before it becomes visible.
@@ -273,7 +276,7 @@ fn watch_follows_checkpoints_and_refuses_broken_ones() {
             m.insert("model.norm.weight".into(), t);
         })
     };
-    let cases: [(u64, &dyn Fn(&Path), &str); 3] = [
+    let cases: [(u64, &Breaker, &str); 3] = [
         (3, &truncate, "invalid weights"),
         (4, &drop_tensor, "no tensor `model.norm.weight`"),
         (5, &nan, "non-finite"),
