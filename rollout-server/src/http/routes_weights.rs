@@ -13,8 +13,9 @@ use crate::types::{WeightsPathRequest, WeightsResponse};
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::Json;
+use candle_core::{DType, Device};
 use oxrl_models::weights::{self, TensorMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 fn bad_weights(e: impl std::fmt::Display) -> ApiError {
@@ -27,6 +28,38 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("weight update task failed: {e}")))?
+}
+
+/// Reads the tensors of `path` (a safetensors file, or an HF-layout directory with
+/// `model.safetensors` or a sharded index) for a weight update, with the bytes read. A missing
+/// path is a 404 (`weights_not_found`), unreadable or malformed weights a 400
+/// (`invalid_weights`). Blocking: call it off the async threads. `oxrl serve --watch` loads its
+/// checkpoints through this too.
+pub fn load_path(path: &Path, dtype: DType, device: &Device) -> Result<(TensorMap, u64), ApiError> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        ApiError::not_found(format!("cannot read `{}`: {e}", path.display()))
+            .with_param("path")
+            .with_code("weights_not_found")
+    })?;
+    let t = if meta.is_dir() {
+        weights::load_dir(path, dtype, device)
+    } else {
+        weights::load_file(path, dtype, device)
+    }
+    .map_err(bad_weights)?;
+    let bytes = if meta.is_dir() {
+        weights::weight_files(path)
+            .map(|fs| {
+                fs.iter()
+                    .filter_map(|f| std::fs::metadata(f).ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    } else {
+        meta.len()
+    };
+    Ok((t, bytes))
 }
 
 /// `POST /v1/weights`.
@@ -47,37 +80,13 @@ pub async fn update_weights(
     let model = state.engine().model();
     let (dtype, device) = (model.dtype(), model.device().clone());
     drop(model);
+    let mut source = String::from("POST /v1/weights (safetensors body)");
     let (tensors, bytes): (TensorMap, u64) = if is_json {
         let body = read_body(req, state.cfg().max_body_bytes).await?;
         let p: WeightsPathRequest = parse_json(&body)?;
         let path = PathBuf::from(&p.path);
-        blocking(move || {
-            let meta = std::fs::metadata(&path).map_err(|e| {
-                ApiError::not_found(format!("cannot read `{}`: {e}", path.display()))
-                    .with_param("path")
-                    .with_code("weights_not_found")
-            })?;
-            let t = if meta.is_dir() {
-                weights::load_dir(&path, dtype, &device)
-            } else {
-                weights::load_file(&path, dtype, &device)
-            }
-            .map_err(bad_weights)?;
-            let bytes = if meta.is_dir() {
-                weights::weight_files(&path)
-                    .map(|fs| {
-                        fs.iter()
-                            .filter_map(|f| std::fs::metadata(f).ok())
-                            .map(|m| m.len())
-                            .sum()
-                    })
-                    .unwrap_or(0)
-            } else {
-                meta.len()
-            };
-            Ok((t, bytes))
-        })
-        .await?
+        source.clone_from(&p.path);
+        blocking(move || load_path(&path, dtype, &device)).await?
     } else {
         let body = read_body(req, state.cfg().max_weights_body_bytes).await?;
         if body.is_empty() {
@@ -96,6 +105,7 @@ pub async fn update_weights(
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let engine = state.engine().clone();
     let version = blocking(move || engine.update_weights(tensors).map_err(ApiError::from)).await?;
+    state.set_weights_source(source);
     tracing::info!(
         version,
         num_tensors,

@@ -5,7 +5,7 @@ use super::metrics_text::HttpMetrics;
 use crate::engine::EngineHandle;
 use oxrl_models::Tokenizer;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How the HTTP server behaves (limits, keys, names).
@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct ServerConfig {
     /// The model id clients name (`model` field, `/v1/models`).
     pub served_model_name: String,
-    /// Where the model came from (shown as `root` in `/v1/models`).
+    /// Where the model came from (the initial `root` in `/v1/models`; see
+    /// [`AppState::set_weights_source`]).
     pub model_source: String,
     /// Bearer key required on inference routes (`None`: open).
     pub api_key: Option<String>,
@@ -51,6 +52,7 @@ struct StateInner {
     engine: EngineHandle,
     tokenizer: Arc<Tokenizer>,
     cfg: ServerConfig,
+    weights_source: RwLock<String>,
     metrics: HttpMetrics,
     shutting_down: AtomicBool,
     created: u64,
@@ -76,6 +78,7 @@ impl AppState {
             inner: Arc::new(StateInner {
                 engine,
                 tokenizer,
+                weights_source: RwLock::new(cfg.model_source.clone()),
                 cfg,
                 metrics: HttpMetrics::default(),
                 shutting_down: AtomicBool::new(false),
@@ -106,6 +109,25 @@ impl AppState {
     /// limit (`oxrl serve --max-tokens-limit` sets it).
     pub fn max_tokens_limit(&self) -> usize {
         self.inner.engine.config().limits.max_tokens
+    }
+
+    /// Where the weights serving now came from: [`ServerConfig::model_source`] until
+    /// [`AppState::set_weights_source`] names another (`oxrl serve --watch` names each
+    /// checkpoint it loads). Shown as `root` in `/v1/models`.
+    pub fn weights_source(&self) -> String {
+        match self.inner.weights_source.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Records where the weights serving now came from.
+    pub fn set_weights_source(&self, source: impl Into<String>) {
+        let source = source.into();
+        match self.inner.weights_source.write() {
+            Ok(mut s) => *s = source,
+            Err(p) => *p.into_inner() = source,
+        }
     }
 
     /// HTTP counters.

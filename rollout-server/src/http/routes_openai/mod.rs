@@ -27,7 +27,7 @@ pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
             object: "model".into(),
             created: state.created(),
             owned_by: "oxrl".into(),
-            root: state.cfg().model_source.clone(),
+            root: state.weights_source(),
             max_model_len: state.engine().context_len(),
             policy_version: state.engine().policy_version(),
         }],
