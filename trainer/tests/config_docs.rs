@@ -582,7 +582,11 @@ fn every_documented_key_exists() {
         .filter(|k| !["task.verifiers.name", "task.verifiers.weight"].contains(&k.as_str()))
         // `[[stages]]` is read before the config types (oxrl_trainer::pipeline).
         .filter(|k| k.as_str() != "stages.name")
-        .chain(tables.iter().filter(|t| !is_table(t) && t.as_str() != "stages"))
+        .chain(
+            tables
+                .iter()
+                .filter(|t| !is_table(t) && t.as_str() != "stages"),
+        )
         .collect();
     assert!(
         stale.is_empty(),

@@ -62,11 +62,21 @@ impl std::fmt::Display for Checkpoint {
 
 /// The newest checkpoint under `dir`: a run's output folder (its `checkpoints/` is searched) or a
 /// checkpoints folder. The `latest` pointer wins when it names a directory with a `config.json`;
-/// otherwise the highest `step-*` directory holding `trainer_state.json`.
+/// otherwise the highest `step-*` directory holding `trainer_state.json`. A multi-stage run's
+/// folder (`[[stages]]`: each stage writes `dir/NAME/checkpoints/`) gives the newest checkpoint
+/// of the stage that wrote last, so one watcher follows the whole run (SFT, then GRPO).
 pub fn newest_checkpoint(dir: &Path) -> Option<Checkpoint> {
-    [dir.to_path_buf(), dir.join("checkpoints")]
+    if let Some(c) = [dir.to_path_buf(), dir.join("checkpoints")]
         .into_iter()
         .find_map(|root| newest_in(&root))
+    {
+        return Some(c);
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest_in(&e.path().join("checkpoints")))
+        .max_by_key(|c| c.stamp.0)
 }
 
 fn newest_in(root: &Path) -> Option<Checkpoint> {
@@ -279,6 +289,21 @@ mod tests {
         // A pointer to a missing directory falls back to the scan.
         std::fs::write(root.join(LATEST), "step-000099\n").unwrap();
         assert_eq!(newest_checkpoint(run.path()).unwrap().step, Some(10));
+    }
+
+    #[test]
+    fn a_multi_stage_run_gives_the_stage_written_last() {
+        let run = tempfile::tempdir().unwrap();
+        let sft = run.path().join("sft/checkpoints");
+        let grpo = run.path().join("grpo/checkpoints");
+        std::fs::create_dir_all(&sft).unwrap();
+        std::fs::create_dir_all(run.path().join("sft/base-model")).unwrap();
+        let s = touch_checkpoint(&sft, 600, true);
+        assert_eq!(newest_checkpoint(run.path()).unwrap().dir, s);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir_all(&grpo).unwrap();
+        let g = touch_checkpoint(&grpo, 10, true);
+        assert_eq!(newest_checkpoint(run.path()).unwrap().dir, g);
     }
 
     #[test]
