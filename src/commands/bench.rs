@@ -53,6 +53,12 @@ pub struct RolloutBenchArgs {
     /// Timed repetitions (the best is reported).
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// KV-cache size in tokens (default: what the batch needs).
+    #[arg(long)]
+    pub cache_tokens: Option<usize>,
+    /// Keep the engine's prefix cache on (as `oxrl serve` and `oxrl train` do).
+    #[arg(long)]
+    pub prefix_cache: bool,
     /// Print the result as JSON too.
     #[arg(long)]
     pub json: bool,
@@ -99,10 +105,13 @@ fn rollout(a: RolloutBenchArgs) -> anyhow::Result<()> {
     let per_seq = a.prompt_tokens + a.max_tokens + 16;
     let ecfg = EngineConfig {
         max_running_seqs: a.max_running.max(1),
-        prefix_cache: false,
+        prefix_cache: a.prefix_cache,
         ..EngineConfig::default()
     }
-    .with_cache_tokens(seqs.min(a.max_running.max(1)) * per_seq + a.prompts * per_seq);
+    .with_cache_tokens(
+        a.cache_tokens
+            .unwrap_or(seqs.min(a.max_running.max(1)) * per_seq + a.prompts * per_seq),
+    );
     let decoder: Arc<dyn TokenDecoder> = Arc::new(loaded.tokenizer);
     let engine = EngineHandle::start(Arc::new(loaded.model), Some(decoder), ecfg)
         .context("starting the engine")?;

@@ -499,6 +499,9 @@ pub struct RolloutConfig {
     pub max_tokens: usize,
     /// Stop strings.
     pub stop: Vec<String>,
+    /// Keep generating past EOS until `max_tokens` (vLLM's `ignore_eos`): every completion is
+    /// exactly `max_tokens` long, as fixed-shape benchmarks want.
+    pub ignore_eos: bool,
     /// Tokens the engine's KV cache holds.
     pub kv_cache_tokens: usize,
     /// Asynchronous rollouts (GRPO): with `max_staleness >= 1` the rollouts of step k+1 are
@@ -522,6 +525,7 @@ impl Default for RolloutConfig {
             min_p: 0.0,
             max_tokens: 32,
             stop: Vec::new(),
+            ignore_eos: false,
             kv_cache_tokens: 65_536,
             max_staleness: 0,
         }

@@ -254,6 +254,7 @@ pub fn sampling_params(c: &TrainConfig, n: usize, seed: Option<u64>) -> Sampling
         top_k: r.top_k,
         min_p: r.min_p,
         stop: r.stop.clone(),
+        ignore_eos: r.ignore_eos,
         seed,
         ..SamplingParams::default()
     }
