@@ -59,12 +59,19 @@ impl Arch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RopeScaling {
     /// Positions divided by `factor`.
-    Linear { factor: f64 },
-    /// Llama 3.1 frequency-dependent scaling.
-    Llama3 {
+    Linear {
+        /// The context extension factor.
         factor: f64,
+    },
+    /// Llama 3.1 frequency-dependent scaling (HF's field names).
+    Llama3 {
+        /// The context extension factor.
+        factor: f64,
+        /// Wavelengths above `original / low_freq_factor` are scaled fully.
         low_freq_factor: f64,
+        /// Wavelengths below `original / high_freq_factor` are kept.
         high_freq_factor: f64,
+        /// The context length the model was trained for.
         original_max_position_embeddings: usize,
     },
 }

@@ -195,9 +195,19 @@ impl CodeOptions {
 pub enum TestCase {
     /// Feed `input` on stdin; pass iff the run exits 0 and stdout equals `output` (both trimmed,
     /// trailing whitespace of each line ignored).
-    Io { input: String, output: String },
+    Io {
+        /// The program's stdin.
+        input: String,
+        /// The stdout it must print.
+        output: String,
+    },
     /// Run the program followed by `code` (with `input` on stdin); pass iff it exits 0.
-    Assert { code: String, input: String },
+    Assert {
+        /// Code appended to the program (`assert f(1) == 2`).
+        code: String,
+        /// The program's stdin.
+        input: String,
+    },
 }
 
 /// A JSON value as text: strings as they are, anything else as JSON.
