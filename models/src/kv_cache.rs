@@ -148,6 +148,21 @@ impl KvCache {
         Ok(())
     }
 
+    /// Gives back the blocks `seq` holds beyond its first `keep` (undoes a [`Self::reserve`] whose
+    /// append failed). Blocks the sequence gained by reserving are its own (refcount 1).
+    pub(crate) fn unreserve(&mut self, seq: &mut SeqCache, keep: usize) {
+        if keep >= seq.blocks.len() {
+            return;
+        }
+        for b in seq.blocks.drain(keep..) {
+            let rc = &mut self.refcount[b as usize];
+            *rc = rc.saturating_sub(1);
+            if *rc == 0 {
+                self.free.push(b);
+            }
+        }
+    }
+
     fn alloc(&mut self) -> Result<u32> {
         let b = self
             .free
@@ -277,5 +292,30 @@ mod tests {
         assert!(matches!(err, ModelError::CacheFull { needed: 3, free: 2 }));
         assert_eq!(c.free_blocks(), 2);
         assert!(s.blocks().is_empty());
+    }
+
+    #[test]
+    fn unreserve_returns_only_the_new_blocks() {
+        let mut c = KvCache::new(
+            &tiny(),
+            CacheConfig {
+                block_size: 4,
+                num_blocks: 8,
+            },
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut s = c.new_sequence();
+        c.reserve(&mut s, 3).unwrap();
+        KvCache::set_len(&mut s, 3);
+        let kept = s.blocks().to_vec();
+        c.reserve(&mut s, 10).unwrap();
+        assert_eq!((s.blocks().len(), c.free_blocks()), (4, 3));
+        c.unreserve(&mut s, kept.len());
+        assert_eq!(s.blocks(), kept.as_slice());
+        assert_eq!((s.len(), c.free_blocks()), (3, 6));
+        c.unreserve(&mut s, 5); // nothing beyond: a no-op
+        assert_eq!(c.free_blocks(), 6);
     }
 }
