@@ -13,6 +13,7 @@ pub mod builtin;
 pub mod code;
 pub mod efficiency;
 pub mod error;
+pub mod extract;
 pub mod math;
 pub mod plugin;
 pub mod registry;
