@@ -28,6 +28,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod load;
 pub mod lora;
+pub mod names;
 pub mod ops;
 #[allow(unsafe_code)]
 pub mod paged_attention;
