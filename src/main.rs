@@ -1,4 +1,6 @@
 //! The `oxrl` command line: argument parsing and wiring only; the work happens in the library crates.
+//! `unsafe` is denied but for one call, the allocator tuning below.
+#![deny(unsafe_code)]
 
 use clap::Parser;
 
@@ -8,6 +10,7 @@ mod commands;
 /// forward allocates and frees many tensors of the same large sizes, and fresh pages from `mmap`
 /// must be zeroed by the kernel on first touch (a quarter of the CPU time before this setting).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 fn tune_allocator() {
     // SAFETY: mallopt only changes glibc allocator thresholds; called once before any threads.
     unsafe {

@@ -1,6 +1,7 @@
 //! oxrl-datasets: dataset loading (JSONL, JSON, CSV, Parquet, local HF snapshots), field mapping,
 //! prompt rendering, seeded shuffling and splits, and synthetic task generators. It knows nothing
 //! of verifiers: the task definition (dataset + template + verifiers) is in `oxrl-task`.
+#![forbid(unsafe_code)]
 
 pub mod dataset;
 pub mod error;

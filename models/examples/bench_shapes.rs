@@ -6,6 +6,7 @@ use oxrl_models::init::{random_tensors, InitSpec};
 use oxrl_models::{Arch, CacheConfig, KvCache, StepLogits, StepSeq, TrainForward, Transformer};
 use std::time::Instant;
 
+#[allow(unsafe_code)] // mallopt, as the `oxrl` binary does
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("MALLOPT").is_ok() {
         // SAFETY: mallopt only changes allocator tuning parameters.

@@ -59,12 +59,19 @@ impl Arch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RopeScaling {
     /// Positions divided by `factor`.
-    Linear { factor: f64 },
-    /// Llama 3.1 frequency-dependent scaling.
-    Llama3 {
+    Linear {
+        /// The context extension factor.
         factor: f64,
+    },
+    /// Llama 3.1 frequency-dependent scaling (HF's field names).
+    Llama3 {
+        /// The context extension factor.
+        factor: f64,
+        /// Wavelengths above `original / low_freq_factor` are scaled fully.
         low_freq_factor: f64,
+        /// Wavelengths below `original / high_freq_factor` are kept.
         high_freq_factor: f64,
+        /// The context length the model was trained for.
         original_max_position_embeddings: usize,
     },
 }
@@ -341,58 +348,36 @@ impl ModelConfig {
         self.num_attention_heads * self.head_dim
     }
 
-    /// Every tensor the checkpoint must contain, with its shape, in HF naming.
+    /// Every tensor the checkpoint must contain, with its shape, in HF naming
+    /// ([`crate::names`]).
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        use crate::names::{self as n, layer_bias, layer_weight};
         let h = self.hidden_size;
-        let mut out = vec![(
-            "model.embed_tokens.weight".to_string(),
-            vec![self.vocab_size, h],
-        )];
-        for i in 0..self.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-            out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-            out.push((
-                format!("{p}.self_attn.q_proj.weight"),
-                vec![self.q_dim(), h],
-            ));
-            out.push((
-                format!("{p}.self_attn.k_proj.weight"),
-                vec![self.kv_dim(), h],
-            ));
-            out.push((
-                format!("{p}.self_attn.v_proj.weight"),
-                vec![self.kv_dim(), h],
-            ));
-            out.push((
-                format!("{p}.self_attn.o_proj.weight"),
-                vec![h, self.q_dim()],
-            ));
+        let (q, kv, i) = (self.q_dim(), self.kv_dim(), self.intermediate_size);
+        let mut out = vec![(n::EMBED.to_string(), vec![self.vocab_size, h])];
+        for l in 0..self.num_hidden_layers {
+            out.push((layer_weight(l, n::INPUT_NORM), vec![h]));
+            out.push((layer_weight(l, n::POST_NORM), vec![h]));
+            out.push((layer_weight(l, n::Q_PROJ), vec![q, h]));
+            out.push((layer_weight(l, n::K_PROJ), vec![kv, h]));
+            out.push((layer_weight(l, n::V_PROJ), vec![kv, h]));
+            out.push((layer_weight(l, n::O_PROJ), vec![h, q]));
             if self.attention_bias {
-                out.push((format!("{p}.self_attn.q_proj.bias"), vec![self.q_dim()]));
-                out.push((format!("{p}.self_attn.k_proj.bias"), vec![self.kv_dim()]));
-                out.push((format!("{p}.self_attn.v_proj.bias"), vec![self.kv_dim()]));
+                out.push((layer_bias(l, n::Q_PROJ), vec![q]));
+                out.push((layer_bias(l, n::K_PROJ), vec![kv]));
+                out.push((layer_bias(l, n::V_PROJ), vec![kv]));
             }
             if self.qk_norm {
-                out.push((format!("{p}.self_attn.q_norm.weight"), vec![self.head_dim]));
-                out.push((format!("{p}.self_attn.k_norm.weight"), vec![self.head_dim]));
+                out.push((layer_weight(l, n::Q_NORM), vec![self.head_dim]));
+                out.push((layer_weight(l, n::K_NORM), vec![self.head_dim]));
             }
-            out.push((
-                format!("{p}.mlp.gate_proj.weight"),
-                vec![self.intermediate_size, h],
-            ));
-            out.push((
-                format!("{p}.mlp.up_proj.weight"),
-                vec![self.intermediate_size, h],
-            ));
-            out.push((
-                format!("{p}.mlp.down_proj.weight"),
-                vec![h, self.intermediate_size],
-            ));
+            out.push((layer_weight(l, n::GATE_PROJ), vec![i, h]));
+            out.push((layer_weight(l, n::UP_PROJ), vec![i, h]));
+            out.push((layer_weight(l, n::DOWN_PROJ), vec![h, i]));
         }
-        out.push(("model.norm.weight".to_string(), vec![h]));
+        out.push((n::NORM.to_string(), vec![h]));
         if !self.tie_word_embeddings {
-            out.push(("lm_head.weight".to_string(), vec![self.vocab_size, h]));
+            out.push((format!("{}.weight", n::LM_HEAD), vec![self.vocab_size, h]));
         }
         out
     }

@@ -16,20 +16,38 @@ pub enum ModelError {
     Config(String),
     /// A tensor the architecture needs is not in the checkpoint.
     #[error("missing tensor `{name}` in {source_desc}")]
-    MissingTensor { name: String, source_desc: String },
+    MissingTensor {
+        /// The tensor's HF name.
+        name: String,
+        /// Where it was looked for (a file, an index, a buffer).
+        source_desc: String,
+    },
     /// A tensor has the wrong shape.
     #[error("tensor `{name}` has shape {actual:?}, expected {expected:?}")]
     ShapeMismatch {
+        /// The tensor's HF name.
         name: String,
+        /// The shape the config implies.
         expected: Vec<usize>,
+        /// The shape in the checkpoint.
         actual: Vec<usize>,
     },
     /// A weight file could not be read or parsed.
     #[error("cannot read weights from {path}: {message}")]
-    Weights { path: PathBuf, message: String },
+    Weights {
+        /// The weight file (or index).
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A GGUF file could not be read or converted.
     #[error("GGUF {path}: {message}")]
-    Gguf { path: PathBuf, message: String },
+    Gguf {
+        /// The GGUF file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// Tokenizer loading, encoding or decoding failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -38,17 +56,29 @@ pub enum ModelError {
     ChatTemplate(String),
     /// A model argument could not be resolved to files.
     #[error("cannot resolve model `{spec}`: {message}")]
-    Resolve { spec: String, message: String },
+    Resolve {
+        /// The model argument as given.
+        spec: String,
+        /// Why it did not resolve.
+        message: String,
+    },
     /// Bad input to a forward pass (empty batch, token id out of range, ...).
     #[error("invalid input: {0}")]
     Input(String),
     /// The KV cache has no free blocks left.
     #[error("KV cache out of blocks: need {needed}, free {free}")]
-    CacheFull { needed: usize, free: usize },
+    CacheFull {
+        /// Blocks the step needed.
+        needed: usize,
+        /// Blocks that were free.
+        free: usize,
+    },
     /// A file system operation failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },

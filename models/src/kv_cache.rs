@@ -148,6 +148,17 @@ impl KvCache {
         Ok(())
     }
 
+    /// Gives back the blocks `seq` holds beyond its first `keep` (undoes a [`Self::reserve`] whose
+    /// append failed). Blocks the sequence gained by reserving are its own (refcount 1).
+    pub(crate) fn unreserve(&mut self, seq: &mut SeqCache, keep: usize) {
+        if keep >= seq.blocks.len() {
+            return;
+        }
+        for b in seq.blocks.split_off(keep) {
+            self.drop_ref(b);
+        }
+    }
+
     fn alloc(&mut self) -> Result<u32> {
         let b = self
             .free
@@ -196,11 +207,16 @@ impl KvCache {
     /// Returns a sequence's blocks to the pool (shared blocks stay until their last user leaves).
     pub fn release(&mut self, seq: SeqCache) {
         for b in seq.blocks {
-            let rc = &mut self.refcount[b as usize];
-            *rc = rc.saturating_sub(1);
-            if *rc == 0 {
-                self.free.push(b);
-            }
+            self.drop_ref(b);
+        }
+    }
+
+    /// One user fewer for block `b`; the last one returns it to the pool.
+    fn drop_ref(&mut self, b: u32) {
+        let rc = &mut self.refcount[b as usize];
+        *rc = rc.saturating_sub(1);
+        if *rc == 0 {
+            self.free.push(b);
         }
     }
 
@@ -233,18 +249,23 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn fork_shares_full_blocks_and_copies_the_partial_one() {
-        let mut c = KvCache::new(
+    /// A cache of `num_blocks` blocks of 4 tokens for [`tiny`].
+    fn pool(num_blocks: usize) -> KvCache {
+        KvCache::new(
             &tiny(),
             CacheConfig {
                 block_size: 4,
-                num_blocks: 8,
+                num_blocks,
             },
             DType::F32,
             &Device::Cpu,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn fork_shares_full_blocks_and_copies_the_partial_one() {
+        let mut c = pool(8);
         assert_eq!(c.free_blocks(), 7);
         let mut s = c.new_sequence();
         c.reserve(&mut s, 6).unwrap();
@@ -262,20 +283,27 @@ mod tests {
 
     #[test]
     fn reserve_fails_cleanly_when_full() {
-        let mut c = KvCache::new(
-            &tiny(),
-            CacheConfig {
-                block_size: 4,
-                num_blocks: 3,
-            },
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let mut c = pool(3);
         let mut s = c.new_sequence();
         let err = c.reserve(&mut s, 9).unwrap_err();
         assert!(matches!(err, ModelError::CacheFull { needed: 3, free: 2 }));
         assert_eq!(c.free_blocks(), 2);
         assert!(s.blocks().is_empty());
+    }
+
+    #[test]
+    fn unreserve_returns_only_the_new_blocks() {
+        let mut c = pool(8);
+        let mut s = c.new_sequence();
+        c.reserve(&mut s, 3).unwrap();
+        KvCache::set_len(&mut s, 3);
+        let kept = s.blocks().to_vec();
+        c.reserve(&mut s, 10).unwrap();
+        assert_eq!((s.blocks().len(), c.free_blocks()), (4, 3));
+        c.unreserve(&mut s, kept.len());
+        assert_eq!(s.blocks(), kept.as_slice());
+        assert_eq!((s.len(), c.free_blocks()), (3, 6));
+        c.unreserve(&mut s, 5); // nothing beyond: a no-op
+        assert_eq!(c.free_blocks(), 6);
     }
 }

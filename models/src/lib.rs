@@ -11,10 +11,16 @@
 //!   (`Transformer::group_token_logprobs`);
 //! - the *inference step* over a batch of sequences of different lengths and positions that read and
 //!   append to a paged KV cache (`kv_cache`); sequences of one group share their prompt's blocks.
+//!
+//! `unsafe` is denied except in the three kernel modules that need it, each block with its
+//! `SAFETY` reason: `gemv` and `paged_attention` (AVX2 / FMA kernels, called after a CPU feature
+//! check) and `weights` (memory-mapped safetensors files).
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod decoder;
 pub mod error;
+#[allow(unsafe_code)]
 pub mod gemv;
 pub mod gguf;
 pub mod init;
@@ -22,12 +28,15 @@ pub mod kv_cache;
 pub mod layers;
 pub mod load;
 pub mod lora;
+pub mod names;
 pub mod ops;
+#[allow(unsafe_code)]
 pub mod paged_attention;
 pub mod resolve;
 pub mod rope;
 pub mod save;
 pub mod tokenizer;
+#[allow(unsafe_code)]
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};

@@ -5,6 +5,7 @@ use candle_core::{DType, Device};
 use oxrl_models::init::{random_tensors, InitSpec};
 use oxrl_models::{Arch, ModelConfig, Transformer};
 
+/// The tiny model spec of `arch` (2 layers, hidden 32, GQA 4/2, vocab 97).
 pub fn spec(arch: Arch, tie: bool) -> InitSpec {
     InitSpec {
         arch,
@@ -22,6 +23,7 @@ pub fn spec(arch: Arch, tie: bool) -> InitSpec {
     }
 }
 
+/// A tiny random model of `arch` with non-trivial norm weights and biases.
 pub fn model(arch: Arch, tie: bool, dtype: DType) -> (ModelConfig, Transformer) {
     let s = spec(arch, tie);
     let cfg = s.config().unwrap();
@@ -45,6 +47,7 @@ pub fn model(arch: Arch, tie: bool, dtype: DType) -> (ModelConfig, Transformer) 
     (cfg, m)
 }
 
+/// The largest absolute element difference of two tensors.
 pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
     (a - b)
         .unwrap()

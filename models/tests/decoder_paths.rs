@@ -186,3 +186,74 @@ fn gathered_attention_path_in_bf16_follows_f32() {
         "{ab} {ac} {scale}"
     );
 }
+
+/// A step that fails after its blocks were reserved (here: a cache laid out for another model,
+/// so writing the keys fails) leaves the cache and the sequences as they were, and the next step
+/// continues from the same content.
+#[test]
+fn a_failed_step_leaves_the_cache_unchanged() {
+    let (cfg, m) = model(Arch::Llama, false, DType::F32);
+    let (_, other) = model(Arch::Qwen3, false, DType::F32);
+    assert_eq!(cfg.num_hidden_layers, other.config().num_hidden_layers);
+    assert_ne!(cfg.kv_dim(), other.config().kv_dim());
+    let tokens = seq_tokens(5, 11, cfg.vocab_size as u32);
+    let refs = reference(&m, std::slice::from_ref(&tokens));
+    let mut cache = KvCache::new(
+        &cfg,
+        CacheConfig {
+            block_size: 4,
+            num_blocks: 16,
+        },
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut a = cache.new_sequence();
+    m.step(
+        &mut cache,
+        &mut [StepSeq {
+            cache: &mut a,
+            tokens: &tokens[..6],
+        }],
+        StepLogits::All,
+    )
+    .unwrap();
+    let mut fresh = cache.new_sequence();
+    let (blocks, free) = (a.blocks().to_vec(), cache.free_blocks());
+    assert_eq!((a.len(), blocks.len(), free), (6, 2, 13));
+    let err = other.step(
+        &mut cache,
+        &mut [
+            StepSeq {
+                cache: &mut a,
+                tokens: &tokens[6..],
+            },
+            StepSeq {
+                cache: &mut fresh,
+                tokens: &tokens[..9],
+            },
+        ],
+        StepLogits::Last,
+    );
+    assert!(err.is_err(), "a cache of another layout must fail the step");
+    assert_eq!(a.len(), 6);
+    assert_eq!(a.blocks(), blocks.as_slice());
+    assert!(fresh.is_empty() && fresh.blocks().is_empty());
+    assert_eq!(cache.free_blocks(), free, "the reserved blocks went back");
+    // The sequence goes on from its intact content.
+    let out = m
+        .step(
+            &mut cache,
+            &mut [StepSeq {
+                cache: &mut a,
+                tokens: &tokens[6..],
+            }],
+            StepLogits::All,
+        )
+        .unwrap();
+    let want = refs[0].narrow(0, 6, 5).unwrap();
+    assert!(max_abs_diff(&out, &want) <= 1e-5);
+    cache.release(a);
+    cache.release(fresh);
+    assert_eq!(cache.free_blocks(), 15);
+}

@@ -1,5 +1,6 @@
 //! oxrl-rollout: the generation engine (scheduler, sampler, KV-cache manager) and the axum HTTP
 //! server (OpenAI-compatible API, rollout API, versioned weight updates, metrics).
+#![forbid(unsafe_code)]
 
 pub mod client;
 pub mod engine;

@@ -39,7 +39,7 @@ fn tiny_model() -> (tempfile::TempDir, Arc<Transformer>) {
 /// Token i decodes to the letter `a + i % 26` (id 0 is special: skipped).
 struct Letters;
 impl TokenDecoder for Letters {
-    fn decode(&self, ids: &[u32]) -> Result<String, String> {
+    fn decode(&self, ids: &[u32]) -> Result<String, oxrl_models::ModelError> {
         Ok(ids
             .iter()
             .filter(|&&i| i != 0)

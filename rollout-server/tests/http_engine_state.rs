@@ -21,7 +21,7 @@ struct Bomb {
 }
 
 impl TokenDecoder for Bomb {
-    fn decode(&self, ids: &[u32]) -> Result<String, String> {
+    fn decode(&self, ids: &[u32]) -> Result<String, oxrl_models::ModelError> {
         if self.armed.load(Ordering::Acquire) {
             panic!("injected panic in the token decoder");
         }

@@ -2,6 +2,7 @@
 //! split), a prompt template and weighted verifiers, read from a `[task]` TOML table
 //! ([`TaskConfig`]); [`eval`] joins completions with the task's examples and aggregates rewards
 //! and accuracy (used by `oxrl verify` and the trainer's evaluation).
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod error;

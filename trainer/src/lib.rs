@@ -18,6 +18,7 @@
 //! - [`preference`]: DPO-family losses and the Bradley–Terry reward-model loss.
 //! - [`optim`]: AdamW with f32 state and decay groups, gradient clipping, LR schedules.
 //! - [`cases`]: reads TRL/verl-style case files and evaluates them (`oxrl loss`).
+#![forbid(unsafe_code)]
 
 pub mod advantages;
 pub mod aggregation;

@@ -8,6 +8,7 @@
 //! timing-out program is a reward, not an error; `Score::error` is for problems on the
 //! verifier's side (no tests in the example, interpreter missing, the sandbox failing).
 
+use crate::extract::{fenced_blocks, FencedBlock};
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxFile, SandboxLimits, SandboxRequest};
 use crate::{Group, Score, Verifier, VerifierError};
 use serde_json::{Map, Value};
@@ -195,9 +196,19 @@ impl CodeOptions {
 pub enum TestCase {
     /// Feed `input` on stdin; pass iff the run exits 0 and stdout equals `output` (both trimmed,
     /// trailing whitespace of each line ignored).
-    Io { input: String, output: String },
+    Io {
+        /// The program's stdin.
+        input: String,
+        /// The stdout it must print.
+        output: String,
+    },
     /// Run the program followed by `code` (with `input` on stdin); pass iff it exits 0.
-    Assert { code: String, input: String },
+    Assert {
+        /// Code appended to the program (`assert f(1) == 2`).
+        code: String,
+        /// The program's stdin.
+        input: String,
+    },
 }
 
 /// A JSON value as text: strings as they are, anything else as JSON.
@@ -269,13 +280,6 @@ pub fn parse_tests(v: &Value) -> Result<Vec<TestCase>, String> {
     }
 }
 
-/// One fenced block: its tag (first word after the fence), its text, whether it was closed.
-struct Block<'a> {
-    tag: &'a str,
-    code: String,
-    closed: bool,
-}
-
 /// The code of a completion: the last closed fenced block tagged with one of `languages`, else the
 /// last closed untagged block, else the last closed block, else an unclosed last block (a
 /// completion cut off in its code), else the whole text. Only the text after the last `</think>`
@@ -284,43 +288,22 @@ pub fn extract_code(completion: &str, languages: &[String]) -> String {
     let text = completion
         .rfind("</think>")
         .map_or(completion, |i| &completion[i + "</think>".len()..]);
-    let mut blocks: Vec<Block> = Vec::new();
-    let mut open: Option<Block> = None;
-    for line in text.lines() {
-        let t = line.trim_start();
-        match open.as_mut() {
-            None => {
-                if let Some(rest) = t.strip_prefix("```") {
-                    let tag = rest.split_whitespace().next().unwrap_or("");
-                    open = Some(Block {
-                        tag: tag.trim_start_matches('{').trim_end_matches('}'),
-                        code: String::new(),
-                        closed: false,
-                    });
-                }
-            }
-            Some(b) => {
-                if t.trim_end() == "```" {
-                    b.closed = true;
-                    blocks.extend(open.take());
-                } else {
-                    b.code.push_str(line);
-                    b.code.push('\n');
-                }
-            }
-        }
-    }
-    let closed = |pred: &dyn Fn(&Block) -> bool| blocks.iter().rev().find(|b| pred(b));
-    let wanted = |b: &Block| languages.iter().any(|l| l.eq_ignore_ascii_case(b.tag));
+    let mut blocks = fenced_blocks(text);
+    let open = match blocks.last() {
+        Some(b) if !b.closed => blocks.pop(),
+        _ => None,
+    };
+    let closed = |pred: &dyn Fn(&FencedBlock) -> bool| blocks.iter().rev().find(|b| pred(b));
+    let wanted = |b: &FencedBlock| languages.iter().any(|l| l.eq_ignore_ascii_case(b.tag));
     if let Some(b) = closed(&wanted)
-        .or_else(|| closed(&|b: &Block| b.tag.is_empty()))
+        .or_else(|| closed(&|b: &FencedBlock| b.tag.is_empty()))
         .or_else(|| blocks.last())
     {
-        return b.code.clone();
+        return b.body.clone();
     }
     match open {
-        Some(b) if !b.closed => b.code,
-        _ => text.to_string(),
+        Some(b) => b.body,
+        None => text.to_string(),
     }
 }
 

@@ -39,6 +39,7 @@ pub use train::{LogitChunks, TokenLogprobs, TrainForward};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::layers::{ForwardMode, Linear, Param};
+use crate::names;
 use crate::rope::Rope;
 use candle_core::{DType, Device, Tensor};
 
@@ -59,27 +60,43 @@ struct Layer {
 }
 
 impl Layer {
+    /// The norm weights of layer `l` with their HF names: input, post-attention, then Qwen3's
+    /// q/k norms when present.
+    fn norms(&self, l: usize) -> Vec<(String, &Param)> {
+        let mut out = vec![
+            (names::layer_weight(l, names::INPUT_NORM), &self.input_norm),
+            (names::layer_weight(l, names::POST_NORM), &self.post_norm),
+        ];
+        let qk = [(names::Q_NORM, &self.q_norm), (names::K_NORM, &self.k_norm)];
+        for (module, n) in qk {
+            if let Some(n) = n {
+                out.push((names::layer_weight(l, module), n));
+            }
+        }
+        out
+    }
+
     fn linears(&self) -> [(&'static str, &Linear); 7] {
         [
-            ("self_attn.q_proj", &self.q),
-            ("self_attn.k_proj", &self.k),
-            ("self_attn.v_proj", &self.v),
-            ("self_attn.o_proj", &self.o),
-            ("mlp.gate_proj", &self.gate),
-            ("mlp.up_proj", &self.up),
-            ("mlp.down_proj", &self.down),
+            (names::Q_PROJ, &self.q),
+            (names::K_PROJ, &self.k),
+            (names::V_PROJ, &self.v),
+            (names::O_PROJ, &self.o),
+            (names::GATE_PROJ, &self.gate),
+            (names::UP_PROJ, &self.up),
+            (names::DOWN_PROJ, &self.down),
         ]
     }
 
     fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
         [
-            ("self_attn.q_proj", &mut self.q),
-            ("self_attn.k_proj", &mut self.k),
-            ("self_attn.v_proj", &mut self.v),
-            ("self_attn.o_proj", &mut self.o),
-            ("mlp.gate_proj", &mut self.gate),
-            ("mlp.up_proj", &mut self.up),
-            ("mlp.down_proj", &mut self.down),
+            (names::Q_PROJ, &mut self.q),
+            (names::K_PROJ, &mut self.k),
+            (names::V_PROJ, &mut self.v),
+            (names::O_PROJ, &mut self.o),
+            (names::GATE_PROJ, &mut self.gate),
+            (names::UP_PROJ, &mut self.up),
+            (names::DOWN_PROJ, &mut self.down),
         ]
     }
 }

@@ -5,6 +5,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::layers::{Linear, LoraAdapter, Param};
 use crate::lora::LoraConfig;
+use crate::names;
 use crate::rope::Rope;
 use crate::weights::{self, TensorMap};
 use candle_core::{DType, Device, Tensor, Var};
@@ -77,44 +78,39 @@ impl Transformer {
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{l}");
             let bias = cfg.attention_bias;
+            let name = |module| names::layer(l, module);
+            let mut head_norm = |module| -> Result<Option<Param>> {
+                match cfg.qk_norm {
+                    true => Ok(Some(take(
+                        m,
+                        &names::layer_weight(l, module),
+                        &[cfg.head_dim],
+                    )?)),
+                    false => Ok(None),
+                }
+            };
+            let (q_norm, k_norm) = (head_norm(names::Q_NORM)?, head_norm(names::K_NORM)?);
             layers.push(Layer {
-                input_norm: take(m, &format!("{p}.input_layernorm.weight"), &[h])?,
-                post_norm: take(m, &format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                q: lin(m, format!("{p}.self_attn.q_proj"), q, h, bias)?,
-                k: lin(m, format!("{p}.self_attn.k_proj"), kv, h, bias)?,
-                v: lin(m, format!("{p}.self_attn.v_proj"), kv, h, bias)?,
-                o: lin(m, format!("{p}.self_attn.o_proj"), h, q, false)?,
-                q_norm: if cfg.qk_norm {
-                    Some(take(
-                        m,
-                        &format!("{p}.self_attn.q_norm.weight"),
-                        &[cfg.head_dim],
-                    )?)
-                } else {
-                    None
-                },
-                k_norm: if cfg.qk_norm {
-                    Some(take(
-                        m,
-                        &format!("{p}.self_attn.k_norm.weight"),
-                        &[cfg.head_dim],
-                    )?)
-                } else {
-                    None
-                },
-                gate: lin(m, format!("{p}.mlp.gate_proj"), i, h, false)?,
-                up: lin(m, format!("{p}.mlp.up_proj"), i, h, false)?,
-                down: lin(m, format!("{p}.mlp.down_proj"), h, i, false)?,
+                input_norm: take(m, &names::layer_weight(l, names::INPUT_NORM), &[h])?,
+                post_norm: take(m, &names::layer_weight(l, names::POST_NORM), &[h])?,
+                q: lin(m, name(names::Q_PROJ), q, h, bias)?,
+                k: lin(m, name(names::K_PROJ), kv, h, bias)?,
+                v: lin(m, name(names::V_PROJ), kv, h, bias)?,
+                o: lin(m, name(names::O_PROJ), h, q, false)?,
+                q_norm,
+                k_norm,
+                gate: lin(m, name(names::GATE_PROJ), i, h, false)?,
+                up: lin(m, name(names::UP_PROJ), i, h, false)?,
+                down: lin(m, name(names::DOWN_PROJ), h, i, false)?,
             });
         }
-        let embed = take(m, "model.embed_tokens.weight", &[cfg.vocab_size, h])?;
-        let norm = take(m, "model.norm.weight", &[h])?;
+        let embed = take(m, names::EMBED, &[cfg.vocab_size, h])?;
+        let norm = take(m, names::NORM, &[h])?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(lin(m, "lm_head".into(), cfg.vocab_size, h, false)?)
+            Some(lin(m, names::LM_HEAD.into(), cfg.vocab_size, h, false)?)
         };
         let rope = Rope::new(&cfg);
         Ok(Self {
@@ -145,32 +141,17 @@ impl Transformer {
     /// Every base weight in HF naming, with LoRA adapters merged in when `merge_lora` is true.
     pub fn named_tensors(&self, merge_lora: bool) -> Result<TensorMap> {
         let mut out = HashMap::new();
-        out.insert(
-            "model.embed_tokens.weight".to_string(),
-            self.embed.get(false).clone(),
-        );
-        out.insert(
-            "model.norm.weight".to_string(),
-            self.norm.get(false).clone(),
-        );
+        out.insert(names::EMBED.to_string(), self.embed.get(false).clone());
+        out.insert(names::NORM.to_string(), self.norm.get(false).clone());
         if let Some(head) = &self.lm_head {
-            out.insert("lm_head.weight".to_string(), head.weight.get(false).clone());
+            out.insert(
+                format!("{}.weight", names::LM_HEAD),
+                head.weight.get(false).clone(),
+            );
         }
         for (l, layer) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{l}");
-            out.insert(
-                format!("{p}.input_layernorm.weight"),
-                layer.input_norm.get(false).clone(),
-            );
-            out.insert(
-                format!("{p}.post_attention_layernorm.weight"),
-                layer.post_norm.get(false).clone(),
-            );
-            if let Some(n) = &layer.q_norm {
-                out.insert(format!("{p}.self_attn.q_norm.weight"), n.get(false).clone());
-            }
-            if let Some(n) = &layer.k_norm {
-                out.insert(format!("{p}.self_attn.k_norm.weight"), n.get(false).clone());
+            for (name, p) in layer.norms(l) {
+                out.insert(name, p.get(false).clone());
             }
             for (name, lin) in layer.linears() {
                 let w = if merge_lora {
@@ -178,9 +159,9 @@ impl Transformer {
                 } else {
                     lin.weight.get(false).clone()
                 };
-                out.insert(format!("{p}.{name}.weight"), w);
+                out.insert(names::layer_weight(l, name), w);
                 if let Some(b) = &lin.bias {
-                    out.insert(format!("{p}.{name}.bias"), b.get(false).clone());
+                    out.insert(names::layer_bias(l, name), b.get(false).clone());
                 }
             }
         }
@@ -199,10 +180,7 @@ impl Transformer {
         for (l, layer) in self.layers.iter().enumerate() {
             for (name, lin) in layer.linears() {
                 if lin.lora.is_some() {
-                    out.insert(
-                        format!("model.layers.{l}.{name}.weight"),
-                        lin.merged_weight()?,
-                    );
+                    out.insert(names::layer_weight(l, name), lin.merged_weight()?);
                 }
             }
         }
@@ -215,9 +193,8 @@ impl Transformer {
         for (l, layer) in self.layers.iter().enumerate() {
             for (name, lin) in layer.linears() {
                 if let Some(a) = &lin.lora {
-                    let p = format!("base_model.model.model.layers.{l}.{name}");
-                    out.insert(format!("{p}.lora_A.weight"), a.a.get(false).clone());
-                    out.insert(format!("{p}.lora_B.weight"), a.b.get(false).clone());
+                    out.insert(names::lora(l, name, true), a.a.get(false).clone());
+                    out.insert(names::lora(l, name, false), a.b.get(false).clone());
                 }
             }
         }
@@ -229,43 +206,34 @@ impl Transformer {
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
         let mut out = Vec::new();
         if self.base_trainable {
-            out.push((
-                "model.embed_tokens.weight".to_string(),
-                self.embed.var().clone(),
-            ));
-            out.push(("model.norm.weight".to_string(), self.norm.var().clone()));
+            out.push((names::EMBED.to_string(), self.embed.var().clone()));
+            out.push((names::NORM.to_string(), self.norm.var().clone()));
             if let Some(head) = &self.lm_head {
-                out.push(("lm_head.weight".to_string(), head.weight.var().clone()));
+                out.push((
+                    format!("{}.weight", names::LM_HEAD),
+                    head.weight.var().clone(),
+                ));
             }
         }
         for (l, layer) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{l}");
             if self.base_trainable {
-                out.push((
-                    format!("{p}.input_layernorm.weight"),
-                    layer.input_norm.var().clone(),
-                ));
-                out.push((
-                    format!("{p}.post_attention_layernorm.weight"),
-                    layer.post_norm.var().clone(),
-                ));
-                if let Some(n) = &layer.q_norm {
-                    out.push((format!("{p}.self_attn.q_norm.weight"), n.var().clone()));
-                }
-                if let Some(n) = &layer.k_norm {
-                    out.push((format!("{p}.self_attn.k_norm.weight"), n.var().clone()));
-                }
+                out.extend(
+                    layer
+                        .norms(l)
+                        .into_iter()
+                        .map(|(name, p)| (name, p.var().clone())),
+                );
             }
             for (name, lin) in layer.linears() {
                 if lin.base_trainable {
-                    out.push((format!("{p}.{name}.weight"), lin.weight.var().clone()));
+                    out.push((names::layer_weight(l, name), lin.weight.var().clone()));
                     if let Some(b) = &lin.bias {
-                        out.push((format!("{p}.{name}.bias"), b.var().clone()));
+                        out.push((names::layer_bias(l, name), b.var().clone()));
                     }
                 }
                 if let Some(a) = &lin.lora {
-                    out.push((format!("{p}.{name}.lora_A.weight"), a.a.var().clone()));
-                    out.push((format!("{p}.{name}.lora_B.weight"), a.b.var().clone()));
+                    out.push((names::lora(l, name, true), a.a.var().clone()));
+                    out.push((names::lora(l, name, false), a.b.var().clone()));
                 }
             }
         }

@@ -35,16 +35,16 @@ impl Transformer {
 
     /// Appends the new tokens of every sequence to the cache and returns their logits (f32).
     /// Sequences may have different lengths, positions and numbers of new tokens. On error the
-    /// cache and the sequences are unchanged.
+    /// cache and the sequences are unchanged: lengths advance only on success, and the blocks
+    /// reserved for the new tokens go back to the pool (what the failed step wrote lies past
+    /// every sequence's length, where nothing reads it).
     pub fn step(
         &self,
         cache: &mut KvCache,
         seqs: &mut [StepSeq<'_>],
         want: StepLogits,
     ) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let b = seqs.len();
-        if b == 0 {
+        if seqs.is_empty() {
             return Err(ModelError::Input("step with no sequences".into()));
         }
         if let Some(s) = seqs.iter().find(|s| s.tokens.is_empty()) {
@@ -66,9 +66,28 @@ impl Transformer {
                 free: cache.free_blocks(),
             });
         }
-        for s in seqs.iter_mut() {
-            cache.reserve(s.cache, s.tokens.len())?;
+        let held: Vec<usize> = seqs.iter().map(|s| s.cache.blocks().len()).collect();
+        let result = seqs
+            .iter_mut()
+            .try_for_each(|s| cache.reserve(s.cache, s.tokens.len()))
+            .and_then(|()| self.step_reserved(cache, seqs, want));
+        if result.is_err() {
+            for (s, &keep) in seqs.iter_mut().zip(&held) {
+                cache.unreserve(s.cache, keep);
+            }
         }
+        result
+    }
+
+    /// [`Self::step`] once every sequence has room for its new tokens.
+    fn step_reserved(
+        &self,
+        cache: &mut KvCache,
+        seqs: &mut [StepSeq<'_>],
+        want: StepLogits,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let b = seqs.len();
         let (nh, nkv, d) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,

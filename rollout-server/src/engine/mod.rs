@@ -34,8 +34,9 @@ use std::thread::JoinHandle;
 /// Turns generated token ids into text (special tokens skipped). Implemented for the model's
 /// tokenizer; tests may use a toy one.
 pub trait TokenDecoder: Send + Sync {
-    /// Decodes `ids`, skipping special tokens.
-    fn decode(&self, ids: &[u32]) -> Result<String, String>;
+    /// Decodes `ids`, skipping special tokens. Fails with the tokenizer's error
+    /// (`ModelError::Tokenizer`: an id outside the vocabulary, a decoder failure).
+    fn decode(&self, ids: &[u32]) -> Result<String, oxrl_models::ModelError>;
 }
 
 /// Sizes and limits of the engine.
@@ -537,7 +538,7 @@ impl EngineHandle {
 }
 
 impl TokenDecoder for oxrl_models::Tokenizer {
-    fn decode(&self, ids: &[u32]) -> Result<String, String> {
-        oxrl_models::Tokenizer::decode(self, ids, true).map_err(|e| e.to_string())
+    fn decode(&self, ids: &[u32]) -> Result<String, oxrl_models::ModelError> {
+        oxrl_models::Tokenizer::decode(self, ids, true)
     }
 }

@@ -245,7 +245,7 @@ mod tests {
     /// Token i decodes to the i-th entry; id 9 is half of a two-byte character ("é" = 10 then 9).
     struct Toy;
     impl TokenDecoder for Toy {
-        fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        fn decode(&self, ids: &[u32]) -> Result<String, oxrl_models::ModelError> {
             let mut bytes = Vec::new();
             for &i in ids {
                 match i {

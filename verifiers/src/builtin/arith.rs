@@ -7,6 +7,7 @@
 use super::countdown::check_countdown;
 use super::options::Options;
 use super::{bin, score_each, score_with};
+use crate::extract::{last_answer_tag, last_box, tail, BoxBody};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError, VerifyExample};
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -179,43 +180,14 @@ fn last_number(text: &str) -> Option<String> {
 /// if there is one, else inside the last `\boxed{}`, else the last number of the text. A
 /// decimal with a non-zero fraction is returned as is (and never equals an integer).
 pub fn final_integer(completion: &str) -> Option<String> {
-    let text = if completion.len() > SCAN_BYTES {
-        let mut start = completion.len() - SCAN_BYTES;
-        while !completion.is_char_boundary(start) {
-            start += 1;
-        }
-        &completion[start..]
-    } else {
-        completion
-    };
-    if let Some(close) = text.rfind("</answer>") {
-        if let Some(open) = text[..close].rfind("<answer>") {
-            return last_number(&text[open + "<answer>".len()..close]);
-        }
+    let text = tail(completion, SCAN_BYTES);
+    if let Some(tag) = last_answer_tag(text) {
+        return last_number(tag);
     }
-    if let Some(b) = last_boxed(text) {
+    if let Some(BoxBody::Braced(b) | BoxBody::Bare(b)) = last_box(text).map(|b| b.body) {
         return last_number(b);
     }
     last_number(text)
-}
-
-/// The content of the last closed `\boxed{...}`.
-fn last_boxed(text: &str) -> Option<&str> {
-    let start = text.rfind("\\boxed{")? + "\\boxed{".len();
-    let mut depth = 1usize;
-    for (i, ch) in text[start..].char_indices() {
-        match ch {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(&text[start..start + i]);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 impl Verifier for ArithVerifier {

@@ -5,6 +5,7 @@
 
 use super::options::Options;
 use super::{bin, score_each, score_with};
+use crate::extract::{last_answer_tag, last_box, tail, BoxBody};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError, VerifyExample};
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -159,48 +160,6 @@ fn leading_label(line: &str) -> Option<char> {
     re.captures(line)
         .and_then(|c| c.get(1))
         .and_then(|m| m.as_str().chars().next())
-}
-
-/// The last `bytes` bytes of `s`, cut at a character boundary.
-fn tail(s: &str, bytes: usize) -> &str {
-    if s.len() <= bytes {
-        return s;
-    }
-    let mut start = s.len() - bytes;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
-
-/// The last `\boxed{...}` / `\fbox{...}`: `Some(Some(content))` when closed (balanced braces),
-/// `Some(None)` when the completion ends inside it (truncated), `None` when there is none.
-fn last_boxed(text: &str) -> Option<Option<&str>> {
-    let start = ["\\boxed{", "\\fbox{"]
-        .iter()
-        .filter_map(|m| text.rfind(m).map(|i| i + m.len()))
-        .max()?;
-    let mut depth = 1usize;
-    for (i, ch) in text[start..].char_indices() {
-        match ch {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(Some(&text[start..start + i]));
-                }
-            }
-            _ => {}
-        }
-    }
-    Some(None)
-}
-
-/// The content of the last closed `<answer>...</answer>`.
-fn last_answer_tag(text: &str) -> Option<&str> {
-    let close = text.rfind("</answer>")?;
-    let open = text[..close].rfind("<answer>")? + "<answer>".len();
-    Some(&text[open..close])
 }
 
 /// A letter that stands alone in a segment, with its byte span.
@@ -375,11 +334,11 @@ fn bold_regex() -> Option<&'static Regex> {
 /// one letter, the final standalone letter of the last line.
 pub fn extract_choice(completion: &str, letters: &[char]) -> Vec<char> {
     let text = tail(completion, SCAN_BYTES);
-    match last_boxed(text) {
-        Some(Some(b)) => return answer_letters(b, letters, None),
+    match last_box(text).map(|b| b.body) {
+        Some(BoxBody::Braced(b) | BoxBody::Bare(b)) => return answer_letters(b, letters, None),
         // Cut off inside the box: the completion states no answer.
-        Some(None) => return Vec::new(),
-        None => {}
+        Some(BoxBody::Unclosed) => return Vec::new(),
+        Some(BoxBody::Missing) | None => {}
     }
     if let Some(a) = last_answer_tag(text) {
         return answer_letters(a, letters, None);

@@ -289,15 +289,11 @@ fn is_op_char(c: char) -> bool {
     "+-−–*×·⋅∗/÷".contains(c)
 }
 
-/// The equation text of a completion: the last closed `<answer>` tag (else the last non-empty
+/// The equation text of a completion: the last `<answer>` tag when closed (else the last non-empty
 /// line), LaTeX operators replaced, the last run of equation characters containing an operator,
 /// and of `lhs = rhs` the first side with an operator (`(25-5)*4 = 80` → `(25-5)*4`).
 pub fn countdown_equation(completion: &str) -> Option<String> {
-    let source = match completion.rfind("</answer>").and_then(|close| {
-        completion[..close]
-            .rfind("<answer>")
-            .map(|open| &completion[open + "<answer>".len()..close])
-    }) {
+    let source = match crate::extract::last_answer_tag(completion) {
         Some(tag) => tag,
         None => completion.lines().rev().find(|l| !l.trim().is_empty())?,
     };

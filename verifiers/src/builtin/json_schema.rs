@@ -5,6 +5,7 @@
 
 use super::bin;
 use super::options::Options;
+use crate::extract::fenced_blocks;
 use crate::{BuildContext, Group, Score, Verifier, VerifierError};
 use serde_json::{Map, Value};
 
@@ -123,11 +124,11 @@ impl JsonSchemaVerifier {
         match self.extract {
             Extract::None => parse(completion),
             Extract::Fenced => match fenced_block(completion) {
-                Some(b) => parse(b),
+                Some(b) => parse(&b),
                 None => parse(completion),
             },
             Extract::Auto => parse(completion)
-                .or_else(|| fenced_block(completion).and_then(parse))
+                .or_else(|| fenced_block(completion).and_then(|b| parse(&b)))
                 .or_else(|| first_balanced_object(completion).and_then(parse)),
         }
     }
@@ -163,29 +164,20 @@ impl JsonSchemaVerifier {
     }
 }
 
-/// The content of the first complete ```` ```json ```` fenced block, else of the first complete
+/// The content of the first closed ```` ```json ```` fenced block, else of the first closed
 /// fenced block.
-fn fenced_block(text: &str) -> Option<&str> {
-    let mut first_any = None;
-    let mut pos = 0;
-    while let Some(i) = text[pos..].find("```") {
-        let open = pos + i + 3;
-        let Some(nl) = text[open..].find('\n') else {
-            break;
-        };
-        let info = text[open..open + nl].trim();
-        let body_start = open + nl + 1;
-        let Some(len) = text[body_start..].find("```") else {
-            break;
-        };
-        let body = &text[body_start..body_start + len];
-        if info.eq_ignore_ascii_case("json") {
-            return Some(body);
-        }
-        first_any.get_or_insert(body);
-        pos = body_start + len + 3;
-    }
-    first_any
+fn fenced_block(text: &str) -> Option<String> {
+    let blocks: Vec<_> = fenced_blocks(text)
+        .into_iter()
+        .filter(|b| b.closed)
+        .collect();
+    let first_json = blocks
+        .iter()
+        .position(|b| b.tag.eq_ignore_ascii_case("json"));
+    blocks
+        .into_iter()
+        .nth(first_json.unwrap_or(0))
+        .map(|b| b.body)
 }
 
 /// The first balanced `{...}` of the text (braces inside JSON strings do not count).

@@ -11,7 +11,7 @@ mod exact;
 mod format;
 mod json_schema;
 mod length;
-mod options;
+pub(crate) mod options;
 mod regex;
 
 pub use arith::{final_integer, ArithVerifier};

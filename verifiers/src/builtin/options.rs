@@ -1,5 +1,7 @@
-//! Typed reading of a verifier's JSON options map, shared by the built-in verifiers: unknown keys
-//! and wrong types are [`VerifierError::Config`] errors that name the verifier and the key.
+//! Typed reading of a verifier's JSON options map: unknown keys and wrong types are
+//! [`VerifierError::Config`] errors that name the verifier and the key. The built-in verifiers
+//! read their keys through [`Options`]; the plugins and combinators deserialize a struct
+//! ([`typed_options`]).
 
 use crate::VerifierError;
 use serde_json::{Map, Value};
@@ -29,10 +31,7 @@ impl<'a> Options<'a> {
 
     /// A configuration error of this verifier.
     pub(crate) fn err(&self, message: impl Into<String>) -> VerifierError {
-        VerifierError::Config {
-            verifier: self.verifier.to_string(),
-            message: message.into(),
-        }
+        config_error(self.verifier, message)
     }
 
     /// The raw value of `key`, if given (JSON `null` counts as absent).
@@ -131,6 +130,30 @@ impl<'a> Options<'a> {
     }
 }
 
+/// A configuration error of `verifier`.
+pub(crate) fn config_error(verifier: &str, message: impl Into<String>) -> VerifierError {
+    VerifierError::Config {
+        verifier: verifier.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads the options table into `T` (`deny_unknown_fields` there makes typos errors); an error
+/// inside a nested value names its path (`` `inner.options`: ... ``).
+pub(crate) fn typed_options<T: serde::de::DeserializeOwned>(
+    verifier: &str,
+    options: &Map<String, Value>,
+) -> Result<T, VerifierError> {
+    serde_path_to_error::deserialize(Value::Object(options.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match path.as_str() {
+            "." => config_error(verifier, inner.to_string()),
+            _ => config_error(verifier, format!("`{path}`: {inner}")),
+        }
+    })
+}
+
 /// Compiles a user's pattern with bounded compiled size.
 pub(crate) fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(pattern)
@@ -175,5 +198,34 @@ mod tests {
         assert!(o.regex("r").is_err());
         let m = map(json!({"n": -1}));
         assert!(Options::new("t", &m, &["n"]).unwrap().usize("n").is_err());
+    }
+
+    #[test]
+    fn typed_options_name_the_path_of_a_bad_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            k: u32,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Outer {
+            inner: Vec<Inner>,
+        }
+        let ok: Outer = typed_options("t", &map(json!({"inner": [{"k": 1}]}))).unwrap();
+        assert_eq!(ok.inner.len(), 1);
+        let e = typed_options::<Outer>("t", &map(json!({"inner": [{"k": 1}, {"k": "x"}]})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verifier `t`") && e.contains("`inner[1].k`: invalid type"),
+            "{e}"
+        );
+        let e = typed_options::<Outer>("t", &map(json!({"inner": [], "bogus": 1})))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `bogus`"), "{e}");
     }
 }

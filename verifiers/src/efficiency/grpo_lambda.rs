@@ -9,7 +9,7 @@
 //! `r_i = inner_i + len_reward_i` (Kimi-1.5-style length reward; the form and the sum are
 //! unconfirmed in the source).
 
-use super::{config_err, typed_options, Inner, InnerScore};
+use super::{config_error, typed_options, Inner, InnerScore};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -103,7 +103,7 @@ impl GrpoLambdaVerifier {
         let o: GrpoLambdaOptions = typed_options("grpo_lambda", options)?;
         let lambda = o.lambda.unwrap_or(0.5);
         if !(0.0..=1.0).contains(&lambda) {
-            return Err(config_err(
+            return Err(config_error(
                 "grpo_lambda",
                 format!("`lambda` must be in [0, 1], got {lambda}"),
             ));

@@ -15,7 +15,7 @@ pub use grpo_lambda::GrpoLambdaVerifier;
 pub use otc::OtcVerifier;
 
 use crate::{BuildContext, Group, Registry, Score, Verifier, VerifierError, VerifierSpec};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::panic::AssertUnwindSafe;
 
 /// Registers `otc` and `grpo_lambda` in `registry`.
@@ -28,22 +28,7 @@ pub fn register(registry: &mut Registry) {
     });
 }
 
-/// A configuration error of the combinator `verifier`.
-pub(crate) fn config_err(verifier: &str, message: impl Into<String>) -> VerifierError {
-    VerifierError::Config {
-        verifier: verifier.to_string(),
-        message: message.into(),
-    }
-}
-
-/// Reads the options table into `T` (`deny_unknown_fields` there makes typos errors).
-pub(crate) fn typed_options<T: serde::de::DeserializeOwned>(
-    verifier: &str,
-    options: &Map<String, Value>,
-) -> Result<T, VerifierError> {
-    serde_json::from_value(Value::Object(options.clone()))
-        .map_err(|e| config_err(verifier, e.to_string()))
-}
+pub(crate) use crate::builtin::options::{config_error, typed_options};
 
 /// One completion as the inner verifier scored it.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +61,7 @@ impl Inner {
     ) -> Result<Self, VerifierError> {
         let at = format!("{combinator}.inner");
         if spec.get("weight").is_some() {
-            return Err(config_err(
+            return Err(config_error(
                 combinator,
                 "`inner.weight` is not used: put the weight on the combinator's table",
             ));
@@ -85,7 +70,7 @@ impl Inner {
         let registry = ctx.registry().cloned().unwrap_or_else(Registry::builtin);
         let verifier = registry.build(&name, &options, ctx)?;
         if !threshold.is_finite() {
-            return Err(config_err(
+            return Err(config_error(
                 combinator,
                 "`threshold` must be a finite number",
             ));

@@ -9,7 +9,7 @@
 //!   otherwise; `r_tool` = 1 if f = n = 0, `cos(m·π/(2m + c))` if n = 0, `sin(f·π/(2n))`
 //!   otherwise.
 
-use super::{config_err, typed_options, Inner};
+use super::{config_error, typed_options, Inner};
 use crate::tool::CallFormat;
 use crate::{BuildContext, Group, Score, Verifier, VerifierError};
 use serde::Deserialize;
@@ -85,20 +85,20 @@ impl OtcVerifier {
         let o: OtcOptions = typed_options("otc", options)?;
         let c = o.c.unwrap_or(1.0);
         if !(c.is_finite() && c > 0.0) {
-            return Err(config_err(
+            return Err(config_error(
                 "otc",
                 format!("`c` must be a finite number > 0, got {c}"),
             ));
         }
         let alpha = o.alpha.unwrap_or(1.0);
         if !alpha.is_finite() {
-            return Err(config_err("otc", "`alpha` must be a finite number"));
+            return Err(config_error("otc", "`alpha` must be a finite number"));
         }
         let call_pattern = match o.call_pattern.as_deref() {
             None => None,
-            Some("") => return Err(config_err("otc", "`call_pattern` must not be empty")),
+            Some("") => return Err(config_error("otc", "`call_pattern` must not be empty")),
             Some(p) => Some(crate::builtin::compile_pattern(p).map_err(|e| {
-                config_err(
+                config_error(
                     "otc",
                     format!("`call_pattern` is not a valid regular expression: {e}"),
                 )

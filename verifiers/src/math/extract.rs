@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::{ExtractMode, MathOptions};
+use crate::extract::{box_at, find_ci, last_answer_tag, last_box, tail, BoxBody, BoxCmd};
 
 /// Longest completion scanned (bytes); the tail is kept, since answers come last.
 const MAX_SCAN: usize = 64 * 1024;
@@ -21,7 +22,7 @@ pub fn extract_answer(text: &str, opts: &MathOptions) -> Option<String> {
     let text = tail(text, MAX_SCAN);
     let on = |m: ExtractMode| opts.extract.contains(&m);
     if on(ExtractMode::AnswerTag) {
-        if let Some(inner) = answer_tag(text) {
+        if let Some(inner) = last_answer_tag(text) {
             if on(ExtractMode::Boxed) {
                 if let Some(b) = last_boxed(inner) {
                     return Some(b);
@@ -127,100 +128,6 @@ fn unmarked_last_line(text: &str) -> Option<String> {
     Some(clean(line))
 }
 
-/// The last `max` bytes of `s`, cut at a character boundary.
-fn tail(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
-
-/// Contents of the last closed `<answer>...</answer>`.
-fn answer_tag(text: &str) -> Option<&str> {
-    let lower_open = rfind_ci(text, "<answer>")?;
-    let inner = &text[lower_open + "<answer>".len()..];
-    let close = find_ci(inner, "</answer>")?;
-    Some(&inner[..close])
-}
-
-/// ASCII-case-insensitive `find`.
-fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    if n.len() > h.len() {
-        return None;
-    }
-    (0..=h.len() - n.len()).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
-}
-
-/// ASCII-case-insensitive `rfind`.
-fn rfind_ci(hay: &str, needle: &str) -> Option<usize> {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    if n.len() > h.len() {
-        return None;
-    }
-    (0..=h.len() - n.len())
-        .rev()
-        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
-}
-
-/// The start of the last `\boxed` / `\fbox` command in `text`.
-fn last_box_pos(text: &str) -> Option<usize> {
-    match (text.rfind("\\boxed"), text.rfind("\\fbox")) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The contents of the box command starting at `pos`, and the byte index just after it.
-fn box_at(text: &str, pos: usize) -> Option<(String, usize)> {
-    let cmd_len = if text[pos..].starts_with("\\boxed") {
-        6
-    } else {
-        5
-    };
-    let rest = &text[pos + cmd_len..];
-    let trimmed = rest.trim_start();
-    let body_start = pos + cmd_len + (rest.len() - trimmed.len());
-    if let Some(body) = trimmed.strip_prefix('{') {
-        let mut depth = 1usize;
-        for (i, c) in body.char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        let inner = body[..i].trim();
-                        return if inner.is_empty() {
-                            None
-                        } else {
-                            Some((inner.to_string(), body_start + 1 + i + 1))
-                        };
-                    }
-                }
-                _ => {}
-            }
-        }
-        return None; // unclosed: truncated
-    }
-    // `\boxed 5`: one token up to a space or `$`
-    if rest.starts_with(' ') {
-        let tok: String = trimmed
-            .chars()
-            .take_while(|c| !c.is_whitespace() && *c != '$')
-            .collect();
-        let end = body_start + tok.len();
-        let tok = tok.trim_end_matches(['.', ',']).to_string();
-        if !tok.is_empty() {
-            return Some((tok, end));
-        }
-    }
-    None
-}
-
 /// Whether the text between two boxes only joins them (`$ or $`, `, `, `\text{ and }`).
 fn only_connectors(gap: &str) -> bool {
     if gap.len() > 40 {
@@ -239,18 +146,18 @@ fn only_connectors(gap: &str) -> bool {
 /// the other with only connectors between them (`\boxed{2}` and `\boxed{3}`, or a hedge
 /// `\boxed{5}` or `\boxed{6}`) are read together as a list.
 pub(crate) fn last_boxed(text: &str) -> Option<String> {
-    let pos = last_box_pos(text)?;
-    let (last, _) = box_at(text, pos)?;
-    let mut items = vec![last];
-    let mut cur = pos;
+    let last = last_box(text)?;
+    let mut items = vec![box_content(last)?];
+    let mut cur = last.start;
     while items.len() < 16 {
-        let Some(prev) = last_box_pos(&text[..cur]) else {
+        let Some(prev) = last_box(&text[..cur]) else {
             break;
         };
-        match box_at(text, prev) {
-            Some((b, end)) if end <= cur && only_connectors(&text[end..cur]) => {
+        let prev = box_at(text, prev.start);
+        match box_content(prev) {
+            Some(b) if prev.end <= cur && only_connectors(&text[prev.end..cur]) => {
                 items.push(b);
-                cur = prev;
+                cur = prev.start;
             }
             _ => break,
         }
@@ -259,15 +166,24 @@ pub(crate) fn last_boxed(text: &str) -> Option<String> {
     Some(items.join(", "))
 }
 
-/// Whether the last `\boxed{` / `\fbox{` is never closed (the completion was cut off in it).
-fn truncated_box(text: &str) -> bool {
-    let Some(pos) = last_box_pos(text) else {
-        return false;
+/// A box's answer: the trimmed braced contents, or a bare token without trailing `.` / `,`;
+/// `None` when empty, unclosed or missing.
+fn box_content(b: BoxCmd<'_>) -> Option<String> {
+    let t = match b.body {
+        BoxBody::Braced(t) => t.trim(),
+        BoxBody::Bare(t) => t.trim_end_matches(['.', ',']),
+        BoxBody::Unclosed | BoxBody::Missing => return None,
     };
-    let rest = text[pos..]
-        .trim_start_matches("\\boxed")
-        .trim_start_matches("\\fbox");
-    rest.trim_start().starts_with('{')
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// Whether the last `\boxed{` / `\fbox{` is never closed (the completion was cut off in it) or
+/// empty.
+fn truncated_box(text: &str) -> bool {
+    matches!(
+        last_box(text).map(|b| b.body),
+        Some(BoxBody::Unclosed | BoxBody::Braced(_))
+    )
 }
 
 /// The textual marker that occurs last in the text, with the answer after it and the byte

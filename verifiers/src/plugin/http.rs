@@ -9,7 +9,7 @@
 //! runtime's worker thread or outside one; `https://` URLs use rustls with the webpki roots.
 
 use super::protocol::{self, excerpt, Answer, ScoreRequest};
-use super::{config_error, fail_all, parse_options, seconds};
+use super::{config_error, fail_all, seconds, typed_options};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -85,7 +85,7 @@ impl HttpConfig {
         options: &Map<String, Value>,
         _ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let raw: RawOptions = parse_options(KIND, options)?;
+        let raw: RawOptions = typed_options(KIND, options)?;
         let url = raw.url.trim().to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(config_error(

@@ -12,25 +12,9 @@ pub use command::{CommandConfig, CommandVerifier};
 pub use http::{HttpConfig, HttpVerifier};
 
 use crate::{Group, Score, VerifierError};
-use serde_json::{Map, Value};
 use std::time::Duration;
 
-/// A configuration error of the plugin kind `verifier`.
-fn config_error(verifier: &str, message: impl Into<String>) -> VerifierError {
-    VerifierError::Config {
-        verifier: verifier.to_string(),
-        message: message.into(),
-    }
-}
-
-/// Reads the options table into `T` (`deny_unknown_fields` there makes typos errors).
-fn parse_options<T: serde::de::DeserializeOwned>(
-    verifier: &str,
-    options: &Map<String, Value>,
-) -> Result<T, VerifierError> {
-    serde_json::from_value(Value::Object(options.clone()))
-        .map_err(|e| config_error(verifier, e.to_string()))
-}
+pub(crate) use crate::builtin::options::{config_error, typed_options};
 
 /// A positive, finite number of seconds as a `Duration`, or `default` when absent.
 fn seconds(

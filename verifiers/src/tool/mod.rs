@@ -221,10 +221,7 @@ pub struct ToolCallVerifier {
 
 /// A configuration error of `tool_call`.
 fn config_err(message: impl Into<String>) -> VerifierError {
-    VerifierError::Config {
-        verifier: "tool_call".into(),
-        message: message.into(),
-    }
+    crate::builtin::options::config_error("tool_call", message)
 }
 
 impl ToolCallVerifier {
@@ -234,8 +231,7 @@ impl ToolCallVerifier {
         options: &Map<String, Value>,
         _ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let o: ToolCallOptions = serde_json::from_value(Value::Object(options.clone()))
-            .map_err(|e| config_err(e.to_string()))?;
+        let o: ToolCallOptions = crate::builtin::options::typed_options("tool_call", options)?;
         if o.format == CallFormat::Openai && o.require_think.is_some() {
             return Err(config_err(
                 "`require_think` applies only to format = \"tags\"",

@@ -1,7 +1,7 @@
 //! The `command` verifier's settings: [`CommandConfig`] and how it is read from a task's
 //! verifier table (defaults, paths relative to the task folder).
 
-use super::super::{config_error, parse_options, seconds};
+use super::super::{config_error, seconds, typed_options};
 use super::KIND;
 use crate::{BuildContext, VerifierError};
 use serde::Deserialize;
@@ -59,7 +59,7 @@ impl CommandConfig {
         options: &Map<String, Value>,
         ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let raw: RawOptions = parse_options(KIND, options)?;
+        let raw: RawOptions = typed_options(KIND, options)?;
         let argv: Vec<String> = match raw.command {
             Value::Array(items) => items
                 .iter()

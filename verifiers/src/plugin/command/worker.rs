@@ -196,13 +196,14 @@ impl Worker {
         if std::mem::replace(&mut self.killed, true) {
             return;
         }
+        // The worker's own process group (created at spawn) outlives the leader while members
+        // remain: killing the group takes its children too.
         #[cfg(unix)]
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) has no memory effects; a negative pid names the worker's own
-            // process group (created at spawn), which outlives the leader while members remain.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
+        if let Some(pid) = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
         if self.exited.is_none() {
             let _ = self.child.kill();

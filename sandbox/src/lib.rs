@@ -17,6 +17,13 @@
 //! Which mechanisms the kernel allows is probed once per process ([`Sandbox::isolation`]) and
 //! recorded in every outcome. A mechanism that was probed as working but fails in a later run
 //! fails that run (fail closed), never silently runs it with less isolation.
+//!
+//! Linux only: on other systems the crate is empty. It is the one crate of the workspace with
+//! `unsafe` code beside the model kernels (`oxrl-models`): raw syscalls between `fork` and
+//! `exec` (`pre_exec`), where only async-signal-safe calls are allowed. Every `unsafe` block says
+//! why it is sound.
+#![cfg(target_os = "linux")]
+#![allow(unsafe_code)]
 
 mod error;
 mod isolation;
