@@ -99,7 +99,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         ),
         (Some(c), None) => {
             let loaded = match Plan::load(c, &overrides)? {
-                Plan::Single(l) => l,
+                Plan::Single(l) => *l,
                 Plan::Stages(mut s) => s.pop().context("a config without stages")?.loaded,
             };
             (loaded.task, Some(loaded.config))

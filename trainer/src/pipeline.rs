@@ -33,7 +33,7 @@ pub struct Stage {
 #[derive(Debug, Clone)]
 pub enum Plan {
     /// A plain config (no `[[stages]]`).
-    Single(LoadedConfig),
+    Single(Box<LoadedConfig>),
     /// A multi-stage config.
     Stages(Vec<Stage>),
 }
@@ -96,7 +96,7 @@ impl Plan {
         })?;
         let Some(stages) = root.remove("stages") else {
             let config = TrainConfig::from_table(root, &origin, overrides)?;
-            return Ok(Plan::Single(LoadedConfig::check(config, path)?));
+            return Ok(Plan::Single(Box::new(LoadedConfig::check(config, path)?)));
         };
         let Value::Array(stages) = stages else {
             return Err(TrainError::config(

@@ -174,7 +174,9 @@ fn read_records(path: &Path) -> TrainResult<Vec<serde_json::Map<String, Value>>>
 /// reward, one colour per stage, and a vertical line where a stage begins. `stages` are
 /// `(name, metrics.jsonl)`; written to a temporary file, then renamed.
 pub fn draw_stages(stages: &[(String, std::path::PathBuf)], png: &Path) -> TrainResult<()> {
-    let mut lines: Vec<(String, Vec<(f64, f64)>, RGBColor, bool)> = Vec::new();
+    // (label, points, colour, held-out accuracy (bold) or training reward (thin)).
+    type Line = (String, Vec<(f64, f64)>, RGBColor, bool);
+    let mut lines: Vec<Line> = Vec::new();
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN];
     let mut starts = Vec::new();
     let mut carried: Option<(f64, f64)> = None;
