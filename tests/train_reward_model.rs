@@ -13,7 +13,7 @@ use train_support::*;
 fn reward_model(dir: &Path) -> (Vec<Rec>, PathBuf) {
     ok(&train(&example("reward-model.toml"), &[out_dir(dir)], &[]));
     let recs = records(dir);
-    let ckpt = dir.join("checkpoints/step-000200");
+    let ckpt = dir.join("checkpoints/step-000400");
     (recs, ckpt)
 }
 
@@ -52,11 +52,26 @@ fn reward_model_ranks_held_out_pairs_and_drives_grpo_as_a_model_verifier() {
     )
     .unwrap();
     let rows = work.path().join("c.jsonl");
-    std::fs::write(
-        &rows,
-        "{\"prompt\": \"What is 2 + 3?\", \"completions\": [\"5\", \"9\"]}\n",
-    )
-    .unwrap();
+    // 32 pairs like the training ones (a one-digit sum, and the sum off by a non-zero offset
+    // in -9..=9): one pair alone is a coin with the held-out accuracy's odds, 32 are a
+    // measurement, held to the same bar as the held-out pair accuracy above.
+    let offsets = [-5, 3, -2, 4, -3, 2, -4, 5];
+    let pairs: Vec<(i64, i64, i64)> = (0..32)
+        .map(|i| {
+            let (a, b) = (i % 10, (3 * i + 1) % 10);
+            (a, b, a + b + offsets[i as usize % offsets.len()])
+        })
+        .collect();
+    let text: String = pairs
+        .iter()
+        .map(|(a, b, wrong)| {
+            format!(
+                "{{\"prompt\": \"What is {a} + {b}?\", \"completions\": [\"{}\", \"{wrong}\"]}}\n",
+                a + b
+            )
+        })
+        .collect();
+    std::fs::write(&rows, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_oxrl"))
         .args(["verify", "--task"])
         .arg(&task)
@@ -69,17 +84,26 @@ fn reward_model_ranks_held_out_pairs_and_drives_grpo_as_a_model_verifier() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    eprintln!("oxrl verify with the reward model: {line}");
-    let scores = line.to_string();
-    assert!(scores.contains("model.score"), "{scores}");
-    let r = |i: usize| line["rewards"][i].as_f64().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), pairs.len());
+    eprintln!("oxrl verify with the reward model: {}", lines[0]);
+    let mut wins = 0;
+    for line in &lines {
+        let scores = line.to_string();
+        assert!(scores.contains("model.score"), "{scores}");
+        let r = |i: usize| line["rewards"][i].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&r(0)), "sigmoid-normalised: {scores}");
+        wins += usize::from(r(0) > r(1));
+    }
     assert!(
-        r(0) > r(1),
-        "the correct sum scores above a wrong one: {scores}"
+        wins as f64 / pairs.len() as f64 > 0.65,
+        "the correct sum scores above a wrong one in {wins} of {} pairs",
+        pairs.len()
     );
-    assert!((0.0..1.0).contains(&r(0)), "sigmoid-normalised: {scores}");
+    eprintln!("the correct sum wins {wins} of {} pairs", pairs.len());
 
     // GRPO with the reward model as the task's only reward.
     let g = tempfile::tempdir().unwrap();
