@@ -16,6 +16,20 @@ fn run(dir: &Path, sets: &[&str]) -> Vec<Rec> {
     records(dir)
 }
 
+/// The step-2 checkpoints of runs `a` and `b` hold the same `names` tensors, to 1e-5.
+fn same_weights(a: &Path, b: &Path, names: &[&str]) {
+    let file = |d: &Path| d.join("checkpoints/step-000002/model.safetensors");
+    for name in names {
+        let (wa, wb) = (tensor_f32(&file(a), name), tensor_f32(&file(b), name));
+        let worst = wa
+            .iter()
+            .zip(&wb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-5, "{name}: weights differ by {worst}");
+    }
+}
+
 #[test]
 fn on_policy_at_temperature_07_ratio_is_one_and_nothing_clips() {
     let d = tempfile::tempdir().unwrap();
@@ -73,22 +87,14 @@ fn micro_batches_accumulate_to_the_same_update() {
             "grad norm {gx} vs {gy}"
         );
     }
-    let file = |d: &Path| d.join("checkpoints/step-000002/model.safetensors");
-    for name in [
-        "model.layers.0.self_attn.q_proj.weight",
-        "model.norm.weight",
-    ] {
-        let (wa, wb) = (
-            tensor_f32(&file(whole.path()), name),
-            tensor_f32(&file(micro.path()), name),
-        );
-        let worst = wa
-            .iter()
-            .zip(&wb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(worst <= 1e-5, "{name}: weights differ by {worst}");
-    }
+    same_weights(
+        whole.path(),
+        micro.path(),
+        &[
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.norm.weight",
+        ],
+    );
 }
 
 #[test]
@@ -124,23 +130,15 @@ fn shared_prefix_forward_gives_the_plain_forwards_update() {
         }
         assert!(f(y, "onpolicy_max_abs_logprob_diff") <= 1e-5);
     }
-    let file = |d: &Path| d.join("checkpoints/step-000002/model.safetensors");
-    for name in [
-        "model.layers.0.self_attn.q_proj.weight",
-        "model.layers.1.mlp.down_proj.weight",
-        "model.embed_tokens.weight",
-    ] {
-        let (wa, wb) = (
-            tensor_f32(&file(plain.path()), name),
-            tensor_f32(&file(shared.path()), name),
-        );
-        let worst = wa
-            .iter()
-            .zip(&wb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(worst <= 1e-5, "{name}: weights differ by {worst}");
-    }
+    same_weights(
+        plain.path(),
+        shared.path(),
+        &[
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.1.mlp.down_proj.weight",
+            "model.embed_tokens.weight",
+        ],
+    );
 }
 
 #[test]
