@@ -11,6 +11,20 @@ use std::path::Path;
 use std::process::Command;
 use train_support::*;
 
+/// Runs `oxrl ARGS…` and asserts it succeeded.
+fn oxrl<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_oxrl"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The printed `held-out accuracy (…): before sft A · after sft B · after grpo C`.
 fn accuracies(stdout: &str) -> (f64, f64, f64) {
     let line = stdout
@@ -67,18 +81,17 @@ fn grpo_beats_sft_beats_the_random_model_on_held_out_problems() {
     assert!(stdout.contains(&format!("oxrl serve --model {}", ckpt.display())));
 
     // `oxrl eval` on the final checkpoint: the same greedy accuracy on the same 100 prompts.
-    let out = Command::new(env!("CARGO_BIN_EXE_oxrl"))
-        .arg("eval")
-        .arg(example("quickstart.toml"))
-        .args(["--set", "task.dataset.eval_count=100", "--quiet"])
-        .args(["--model", &ckpt.display().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let quickstart = example("quickstart.toml").display().to_string();
+    let model = ckpt.display().to_string();
+    let out = oxrl([
+        "eval",
+        &quickstart,
+        "--set",
+        "task.dataset.eval_count=100",
+        "--quiet",
+        "--model",
+        &model,
+    ]);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["examples"], 100, "{summary}");
     let acc = summary["accuracy"].as_f64().unwrap();
@@ -102,38 +115,26 @@ fn grpo_beats_sft_beats_the_random_model_on_held_out_problems() {
 fn sampled_eval_reports_pass_at_k() {
     let dir = tempfile::tempdir().unwrap();
     // A random model of the quickstart's shape: builds it, then evaluates 8 samples of 10 prompts.
-    let out = Command::new(env!("CARGO_BIN_EXE_oxrl"))
-        .args(["init-model", "--out"])
-        .arg(dir.path().join("m"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_oxrl"))
-        .arg("eval")
-        .arg("--task")
-        .arg(example("tasks/arith.toml"))
-        .args(["--model", &dir.path().join("m").display().to_string()])
-        .args([
-            "--samples",
-            "8",
-            "--max-examples",
-            "10",
-            "--max-tokens",
-            "4",
-        ])
-        .args(["--quiet", "--output"])
-        .arg(dir.path().join("eval.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let m = dir.path().join("m").display().to_string();
+    oxrl(["init-model", "--out", &m]);
+    let task = example("tasks/arith.toml").display().to_string();
+    let summary = dir.path().join("eval.json").display().to_string();
+    oxrl([
+        "eval",
+        "--task",
+        &task,
+        "--model",
+        &m,
+        "--samples",
+        "8",
+        "--max-examples",
+        "10",
+        "--max-tokens",
+        "4",
+        "--quiet",
+        "--output",
+        &summary,
+    ]);
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval.json")).unwrap())
             .unwrap();

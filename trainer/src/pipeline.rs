@@ -49,6 +49,8 @@ pub struct StageReport {
     pub output_dir: PathBuf,
     /// Its checkpoint after the last step (the next stage's model).
     pub final_checkpoint: PathBuf,
+    /// Its metrics file.
+    pub metrics_path: PathBuf,
     /// Held-out greedy accuracy before its first step (when it evaluated then).
     pub accuracy_before: Option<f64>,
     /// Held-out greedy accuracy after its last step (when it evaluated then).
@@ -218,17 +220,6 @@ fn accuracy_at(records: &[crate::metrics::Record], step: u64) -> Option<(f64, Op
         })
 }
 
-/// The step records of a finished stage's metrics file (for a stage skipped on resume).
-fn read_records(path: &Path) -> Vec<crate::metrics::Record> {
-    std::fs::read_to_string(path)
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Runs the stages in order; `on_stage` is told each stage's name before it starts.
 pub fn run_stages(
     stages: &[Stage],
@@ -249,7 +240,8 @@ pub fn run_stages(
         let ckpt_root = cfg.output_dir.join("checkpoints");
         let metrics_path = cfg.output_dir.join(&cfg.log.metrics_file);
         if resuming && checkpoint::load_state(&done).is_ok() {
-            let records = read_records(&metrics_path);
+            // A stage skipped on resume reports from its metrics file.
+            let records = crate::metrics::read_records(&metrics_path).unwrap_or_default();
             reports.push(report(&stage.name, cfg, None, &records));
             previous = Some(done);
             continue;
@@ -266,7 +258,7 @@ pub fn run_stages(
         let s = train(&loaded, &stage_opts)?;
         let interrupted = s.interrupted;
         let records = if s.resumed_from > 0 {
-            read_records(&s.metrics_path)
+            crate::metrics::read_records(&s.metrics_path).unwrap_or_default()
         } else {
             s.records.clone()
         };
@@ -276,13 +268,10 @@ pub fn run_stages(
         }
         previous = Some(done);
     }
-    if let (Some(first), Some(out)) = (stages.first(), pipeline_plot(stages)) {
+    if let Some(out) = pipeline_plot(stages) {
         let parts: Vec<(String, PathBuf)> = reports
             .iter()
-            .map(|r| {
-                let cfg = &first.loaded.config;
-                (r.name.clone(), r.output_dir.join(&cfg.log.metrics_file))
-            })
+            .map(|r| (r.name.clone(), r.metrics_path.clone()))
             .filter(|(_, p)| p.is_file())
             .collect();
         // The picture is a convenience: a failure to draw it is reported, not fatal.
@@ -318,6 +307,7 @@ fn report(
         summary,
         output_dir: cfg.output_dir.clone(),
         final_checkpoint: final_checkpoint(cfg),
+        metrics_path: cfg.output_dir.join(&cfg.log.metrics_file),
         accuracy_before: before.map(|b| b.0),
         accuracy_after: after.map(|a| a.0),
         eval_examples: after.or(before).and_then(|a| a.1),

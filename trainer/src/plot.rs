@@ -161,14 +161,6 @@ pub fn draw(metrics_jsonl: &Path, png: &Path) -> TrainResult<()> {
     std::fs::rename(&tmp, png).map_err(|e| TrainError::io(png, e))
 }
 
-fn read_records(path: &Path) -> TrainResult<Vec<serde_json::Map<String, Value>>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
-}
-
 /// The picture of a multi-stage run: one chart over all stages in order (each stage the same
 /// width, from its first step to its last), with held-out greedy accuracy and the training
 /// reward, one colour per stage, and a vertical line where a stage begins. `stages` are
@@ -181,7 +173,7 @@ pub fn draw_stages(stages: &[(String, std::path::PathBuf)], png: &Path) -> Train
     let mut starts = Vec::new();
     let mut carried: Option<(f64, f64)> = None;
     for (i, (name, path)) in stages.iter().enumerate() {
-        let records = read_records(path)?;
+        let records = crate::metrics::read_records(path)?;
         let color = colors[i % colors.len()];
         let last = records
             .iter()
