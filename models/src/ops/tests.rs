@@ -150,6 +150,29 @@ fn logprob_and_entropy_match_composed() {
     );
 }
 
+/// A vocabulary-wide f32 row whose terms each fall below half an ulp of the running sum: summed
+/// in f32 they would all be dropped (log-sum-exp off by 2e-3); accumulated in f64 the logprob and
+/// the entropy are within f32 rounding of the closed form.
+#[test]
+fn wide_f32_rows_keep_their_small_terms() {
+    let (v, low) = (49_152usize, -17.0f64);
+    let mut row = vec![low as f32; v];
+    row[0] = 0.0;
+    let x = Tensor::from_vec(row, (1, v), &Device::Cpu).unwrap();
+    let tail = (v - 1) as f64 * low.exp();
+    let lse = (1.0 + tail).ln();
+    let lp = target_logprob(&x, &[0]).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+    assert!((lp + lse).abs() < 1e-6, "logprob {lp} vs {}", -lse);
+    let p0 = (-lse).exp();
+    let pt = (low - lse).exp();
+    let want_h = -(p0 * -lse + (v - 1) as f64 * pt * (low - lse));
+    let h = entropy(&x).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+    assert!(
+        (h - want_h).abs() < 1e-5 * want_h,
+        "entropy {h} vs {want_h}"
+    );
+}
+
 #[test]
 fn rms_norm_matches_composed_for_input_and_weight() {
     let x = rand(&[3, 4, 6], 4);
