@@ -140,11 +140,23 @@ pub(crate) fn config_error(verifier: &str, message: impl Into<String>) -> Verifi
 
 /// Reads the options table into `T` (`deny_unknown_fields` there makes typos errors); an error
 /// inside a nested value names its path (`` `inner.options`: ... ``).
+///
+/// A top-level field given as JSON `null` counts as absent: it is dropped before deserializing,
+/// so an `Option` field reads `None` and a `#[serde(default)]` field its default. A `null` under
+/// a key that is not a field of `T` stays, so `deny_unknown_fields` still rejects the key. Nulls
+/// deeper inside a value follow serde's usual rules.
 pub(crate) fn typed_options<T: serde::de::DeserializeOwned>(
     verifier: &str,
     options: &Map<String, Value>,
 ) -> Result<T, VerifierError> {
-    serde_path_to_error::deserialize(Value::Object(options.clone())).map_err(|e| {
+    let fields = struct_fields::<T>();
+    let absent = |k: &str, v: &Value| v.is_null() && fields.is_none_or(|f| f.contains(&k));
+    let given: Map<String, Value> = options
+        .iter()
+        .filter(|(k, v)| !absent(k, v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    serde_path_to_error::deserialize(Value::Object(given)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match path.as_str() {
@@ -152,6 +164,80 @@ pub(crate) fn typed_options<T: serde::de::DeserializeOwned>(
             _ => config_error(verifier, format!("`{path}`: {inner}")),
         }
     })
+}
+
+/// The field names that `T`'s `Deserialize` declares when it reads a struct (a derived one
+/// does), else `None`.
+fn struct_fields<T: serde::de::DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::{Error, Visitor};
+    /// A deserializer that only records the fields a struct asks for, then fails.
+    struct Probe<'a>(&'a mut Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = Some(fields);
+            Err(Self::Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields = None;
+    // Always an error: the probe only learns the field names.
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// `deserialize_with` for a fieldless enum option written as a string (`"any"`): unlike serde's
+/// own enum support, it refuses the one-key-map spelling (`{"any": null}`), which options never
+/// accepted.
+pub(crate) fn string_enum<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+    T::deserialize(serde::de::value::StringDeserializer::<D::Error>::new(s))
+}
+
+/// `value`, unless it is the empty string: then a configuration error of `verifier` naming `key`.
+pub(crate) fn non_empty(
+    verifier: &str,
+    key: &str,
+    value: Option<String>,
+) -> Result<Option<String>, VerifierError> {
+    match value {
+        Some(s) if s.is_empty() => Err(config_error(verifier, format!("`{key}` must not be empty"))),
+        other => Ok(other),
+    }
+}
+
+/// The optional non-empty regular expression `pattern` of option `key`, compiled now (a bad
+/// pattern is a configuration error of `verifier`).
+pub(crate) fn regex_option(
+    verifier: &str,
+    key: &str,
+    pattern: Option<String>,
+) -> Result<Option<regex::Regex>, VerifierError> {
+    match non_empty(verifier, key, pattern)? {
+        None => Ok(None),
+        Some(p) => compile(&p).map(Some).map_err(|e| {
+            config_error(
+                verifier,
+                format!("`{key}` is not a valid regular expression: {e}"),
+            )
+        }),
+    }
 }
 
 /// Compiles a user's pattern with bounded compiled size.
@@ -227,5 +313,109 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn typed_options_read_a_top_level_null_as_absent() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct O {
+            #[serde(default)]
+            flag: bool,
+            name: Option<String>,
+            nested: Option<Vec<Option<u32>>>,
+        }
+        let o: O = typed_options(
+            "t",
+            &map(json!({"flag": null, "name": null, "nested": [1, null]})),
+        )
+        .unwrap();
+        assert!(!o.flag);
+        assert_eq!(o.name, None);
+        // Below the top level, a null is serde's: here an `Option` element.
+        assert_eq!(o.nested, Some(vec![Some(1), None]));
+        // A null never hides an unknown key.
+        let e = typed_options::<O>("t", &map(json!({"bogus": null})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `bogus`, expected one of `flag`, `name`, `nested`"),
+            "{e}"
+        );
+        // A type that is not a struct loses its top-level nulls too.
+        let m: Map<String, Value> = typed_options("t", &map(json!({"a": null, "b": 1}))).unwrap();
+        assert_eq!(Value::Object(m), json!({"b": 1}));
+        // A nested null where a value is required is still a type error naming its path.
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Strict {
+            list: Vec<u32>,
+        }
+        let e = typed_options::<Strict>("t", &map(json!({"list": [1, null]})))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`list[1]`: invalid type: null"), "{e}");
+    }
+
+    #[test]
+    fn string_enums_take_only_strings() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Mode {
+            All,
+            Any,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct O {
+            #[serde(deserialize_with = "string_enum")]
+            mode: Mode,
+        }
+        let o: O = typed_options("t", &map(json!({"mode": "any"}))).unwrap();
+        assert_eq!(o.mode, Mode::Any);
+        let e = typed_options::<O>("t", &map(json!({"mode": "some"})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`mode`: unknown variant `some`, expected `all` or `any`"),
+            "{e}"
+        );
+        let e = typed_options::<O>("t", &map(json!({"mode": {"any": null}})))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`mode`: invalid type: map, expected a string"), "{e}");
+    }
+
+    #[test]
+    fn non_empty_and_regex_checks() {
+        assert_eq!(non_empty("t", "k", None).unwrap(), None);
+        assert_eq!(non_empty("t", "k", Some("x".into())).unwrap().unwrap(), "x");
+        let e = non_empty("t", "k", Some(String::new())).unwrap_err().to_string();
+        assert!(e.contains("verifier `t`") && e.contains("`k` must not be empty"), "{e}");
+        assert!(regex_option("t", "r", None).unwrap().is_none());
+        assert!(regex_option("t", "r", Some("a+".into())).unwrap().is_some());
+        let e = regex_option("t", "r", Some("(".into())).unwrap_err().to_string();
+        assert!(e.contains("`r` is not a valid regular expression"), "{e}");
+        let e = regex_option("t", "r", Some(String::new())).unwrap_err().to_string();
+        assert!(e.contains("`r` must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_list_the_known_ones() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct O {
+            alpha: Option<bool>,
+            beta: Option<bool>,
+        }
+        let e = typed_options::<O>("t", &map(json!({"gamma": 1})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verifier `t`")
+                && e.contains("unknown field `gamma`, expected `alpha` or `beta`"),
+            "{e}"
+        );
     }
 }
