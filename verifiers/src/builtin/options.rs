@@ -217,7 +217,9 @@ pub(crate) fn non_empty(
     value: Option<String>,
 ) -> Result<Option<String>, VerifierError> {
     match value {
-        Some(s) if s.is_empty() => Err(config_error(verifier, format!("`{key}` must not be empty"))),
+        Some(s) if s.is_empty() => {
+            Err(config_error(verifier, format!("`{key}` must not be empty")))
+        }
         other => Ok(other),
     }
 }
@@ -383,20 +385,32 @@ mod tests {
         let e = typed_options::<O>("t", &map(json!({"mode": {"any": null}})))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`mode`: invalid type: map, expected a string"), "{e}");
+        assert!(
+            e.contains("`mode`: invalid type: map, expected a string"),
+            "{e}"
+        );
     }
 
     #[test]
     fn non_empty_and_regex_checks() {
         assert_eq!(non_empty("t", "k", None).unwrap(), None);
         assert_eq!(non_empty("t", "k", Some("x".into())).unwrap().unwrap(), "x");
-        let e = non_empty("t", "k", Some(String::new())).unwrap_err().to_string();
-        assert!(e.contains("verifier `t`") && e.contains("`k` must not be empty"), "{e}");
+        let e = non_empty("t", "k", Some(String::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verifier `t`") && e.contains("`k` must not be empty"),
+            "{e}"
+        );
         assert!(regex_option("t", "r", None).unwrap().is_none());
         assert!(regex_option("t", "r", Some("a+".into())).unwrap().is_some());
-        let e = regex_option("t", "r", Some("(".into())).unwrap_err().to_string();
+        let e = regex_option("t", "r", Some("(".into()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`r` is not a valid regular expression"), "{e}");
-        let e = regex_option("t", "r", Some(String::new())).unwrap_err().to_string();
+        let e = regex_option("t", "r", Some(String::new()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`r` must not be empty"), "{e}");
     }
 
