@@ -210,6 +210,31 @@ where
     T::deserialize(serde::de::value::StringDeserializer::<D::Error>::new(s))
 }
 
+/// `deserialize_with` for an optional count (`Option<usize>` with `#[serde(default)]`): the same
+/// values as `usize`, but an error says "expected a non-negative integer", not "expected usize".
+pub(crate) fn count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+    /// Reads a non-negative integer that fits `usize`.
+    struct CountVisitor;
+    impl Visitor<'_> for CountVisitor {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative integer")
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<usize, E> {
+            usize::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<usize, E> {
+            u64::try_from(v)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
+        }
+    }
+    deserializer.deserialize_u64(CountVisitor).map(Some)
+}
+
 /// `value`, unless it is the empty string: then a configuration error of `verifier` naming `key`.
 pub(crate) fn non_empty(
     verifier: &str,
@@ -389,6 +414,41 @@ mod tests {
             e.contains("`mode`: invalid type: map, expected a string"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn counts_are_non_negative_integers() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct O {
+            #[serde(default, deserialize_with = "count")]
+            n: Option<usize>,
+        }
+        let o: O = typed_options("t", &map(json!({"n": 3}))).unwrap();
+        assert_eq!(o.n, Some(3));
+        let o: O = typed_options("t", &map(json!({"n": null}))).unwrap();
+        assert_eq!(o.n, None);
+        let o: O = typed_options("t", &map(json!({}))).unwrap();
+        assert_eq!(o.n, None);
+        for (bad, want) in [
+            (
+                json!({"n": -1}),
+                "`n`: invalid value: integer `-1`, expected a non-negative integer",
+            ),
+            (
+                json!({"n": 1.5}),
+                "`n`: invalid type: floating point `1.5`, expected a non-negative integer",
+            ),
+            (
+                json!({"n": "3"}),
+                "`n`: invalid type: string \"3\", expected a non-negative integer",
+            ),
+        ] {
+            let e = typed_options::<O>("t", &map(bad.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]
