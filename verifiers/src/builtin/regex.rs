@@ -29,6 +29,11 @@ impl<'de> Deserialize<'de> for Capture {
                     .map(Capture::Index)
                     .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
             }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Capture, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Capture, E> {
                 Ok(Capture::Name(v.to_owned()))
             }
@@ -266,7 +271,7 @@ mod tests {
             ),
             (
                 json!({"pattern": "(a)", "capture": -1}),
-                "`capture`: invalid type: integer `-1`, expected a group number",
+                "`capture`: invalid value: integer `-1`, expected a group number",
             ),
             (
                 json!({"pattern": "(a)", "capture": true}),
@@ -292,6 +297,13 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+        // A signed integer (other sources than JSON) is a group number when non-negative.
+        type I64 = serde::de::value::I64Deserializer<serde::de::value::Error>;
+        assert_eq!(
+            Capture::deserialize(I64::new(2)).unwrap(),
+            Capture::Index(2)
+        );
+        assert!(Capture::deserialize(I64::new(-2)).is_err());
         // A null option is absent: `case_sensitive: null` does not need `capture`.
         let v = build(json!({"pattern": "a", "capture": null, "case_sensitive": null})).unwrap();
         assert!(v.capture.is_none() && v.strip);
