@@ -89,29 +89,35 @@ where
     T::deserialize(serde::de::value::StringDeserializer::<D::Error>::new(s))
 }
 
-/// `deserialize_with` for an optional count (`Option<usize>` with `#[serde(default)]`): the same
-/// values as `usize`, but an error says "expected a non-negative integer", not "expected usize".
-pub(crate) fn count<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<usize>, D::Error> {
+/// `deserialize_with` for an optional count (`Option<usize>`, `Option<u64>`, ... with
+/// `#[serde(default)]`): the same values as the integer type, but an error says "expected a
+/// non-negative integer", not "expected usize".
+pub(crate) fn count<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
     use serde::de::{Error, Unexpected, Visitor};
-    /// Reads a non-negative integer that fits `usize`.
-    struct CountVisitor;
-    impl Visitor<'_> for CountVisitor {
-        type Value = usize;
+    use std::marker::PhantomData;
+    /// Reads a non-negative integer that fits `T`.
+    struct CountVisitor<T>(PhantomData<T>);
+    impl<T: TryFrom<u64>> Visitor<'_> for CountVisitor<T> {
+        type Value = T;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a non-negative integer")
         }
-        fn visit_u64<E: Error>(self, v: u64) -> Result<usize, E> {
-            usize::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
         }
-        fn visit_i64<E: Error>(self, v: i64) -> Result<usize, E> {
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
             u64::try_from(v)
                 .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
                 .and_then(|v| self.visit_u64(v))
         }
     }
-    deserializer.deserialize_u64(CountVisitor).map(Some)
+    deserializer
+        .deserialize_u64(CountVisitor(PhantomData))
+        .map(Some)
 }
 
 /// `value`, unless it is the empty string: then a configuration error of `verifier` naming `key`.
@@ -302,6 +308,22 @@ mod tests {
                 .to_string();
             assert!(e.contains(want), "{bad}: {e}");
         }
+        // Any integer type: the bound is the type's.
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Small {
+            #[serde(default, deserialize_with = "count")]
+            n: Option<u8>,
+        }
+        let o: Small = typed_options("t", &map(json!({"n": 255}))).unwrap();
+        assert_eq!(o.n, Some(255));
+        let e = typed_options::<Small>("t", &map(json!({"n": 256})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`n`: invalid value: integer `256`, expected a non-negative integer"),
+            "{e}"
+        );
     }
 
     #[test]
