@@ -363,7 +363,7 @@ mod tests {
             ),
             (
                 json!({"inner": {"name": "math", "bogus": 1}}),
-                "unknown option `bogus`",
+                "unknown field `bogus`, expected one of `extract`",
             ),
             (json!({"inner": 3}), "otc.inner: expected a table"),
         ] {
