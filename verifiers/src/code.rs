@@ -8,9 +8,11 @@
 //! timing-out program is a reward, not an error; `Score::error` is for problems on the
 //! verifier's side (no tests in the example, interpreter missing, the sandbox failing).
 
+use crate::builtin::options::{count, typed_options};
 use crate::extract::{fenced_blocks, FencedBlock};
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxFile, SandboxLimits, SandboxRequest};
 use crate::{Group, Score, Verifier, VerifierError};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -70,18 +72,40 @@ impl Default for CodeOptions {
     }
 }
 
-const KNOWN: &str =
-    "interpreter, file_name, languages, timeout_s, cpu_s, memory_mb, max_processes, \
-                     max_output_bytes, max_file_mb, max_disk_mb, parallel, tests_field, \
-                     require_net_isolation, hide_proc";
-
-fn config_error(message: String) -> VerifierError {
-    VerifierError::Config {
-        verifier: "code".into(),
-        message,
-    }
+/// A configuration error of `code`.
+fn config_error(message: impl Into<String>) -> VerifierError {
+    crate::builtin::options::config_error("code", message)
 }
 
+/// The options table as written in the task file (see [`CodeOptions`] for the meanings).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOptions {
+    /// A string (one word) or a non-empty list of strings, checked by [`string_list`].
+    interpreter: Option<Value>,
+    file_name: Option<String>,
+    languages: Option<Vec<String>>,
+    timeout_s: Option<f64>,
+    #[serde(default, deserialize_with = "count")]
+    cpu_s: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    memory_mb: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_processes: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_output_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_file_mb: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_disk_mb: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    parallel: Option<u64>,
+    tests_field: Option<String>,
+    require_net_isolation: Option<bool>,
+    hide_proc: Option<bool>,
+}
+
+/// A non-empty JSON list of strings (option `key`).
 fn string_list(key: &str, v: &Value) -> Result<Vec<String>, VerifierError> {
     let items = v
         .as_array()
@@ -97,81 +121,83 @@ fn string_list(key: &str, v: &Value) -> Result<Vec<String>, VerifierError> {
         .collect()
 }
 
-fn positive_int(key: &str, v: &Value) -> Result<u64, VerifierError> {
-    v.as_u64()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| config_error(format!("`{key}` must be a positive integer, got {v}")))
+/// The count `n` of option `key`, unless it is 0.
+fn positive(key: &str, n: Option<u64>) -> Result<Option<u64>, VerifierError> {
+    match n {
+        Some(0) => Err(config_error(format!(
+            "`{key}` must be a positive integer, got 0"
+        ))),
+        other => Ok(other),
+    }
 }
 
 impl CodeOptions {
-    /// Reads the options; unknown keys and bad values are a [`VerifierError::Config`].
+    /// Reads the options; unknown keys and bad values are a [`VerifierError::Config`] naming
+    /// the key. A JSON `null` option counts as absent.
     pub fn from_options(options: &Map<String, Value>) -> Result<Self, VerifierError> {
+        let raw: RawOptions = typed_options("code", options)?;
         let mut o = Self::default();
-        let mut cpu_given = false;
-        for (key, v) in options {
-            match key.as_str() {
-                "interpreter" => {
-                    o.interpreter = match v {
-                        Value::String(s) if !s.is_empty() => vec![s.clone()],
-                        _ => string_list(key, v)?,
-                    }
-                }
-                "file_name" => {
-                    o.file_name = v
-                        .as_str()
-                        .filter(|s| {
-                            !s.is_empty() && *s != "." && *s != ".." && !s.contains(['/', '\0'])
-                        })
-                        .ok_or_else(|| {
-                            config_error(format!("`file_name` must be a plain file name, got {v}"))
-                        })?
-                        .to_string()
-                }
-                "languages" => o.languages = string_list(key, v)?,
-                "timeout_s" => {
-                    o.timeout_s = v
-                        .as_f64()
-                        .filter(|t| t.is_finite() && *t > 0.0 && *t <= 3600.0)
-                        .ok_or_else(|| {
-                            config_error(format!("`timeout_s` must be in (0, 3600], got {v}"))
-                        })?
-                }
-                "cpu_s" => {
-                    o.cpu_s = positive_int(key, v)?;
-                    cpu_given = true;
-                }
-                "memory_mb" => o.memory_mb = positive_int(key, v)?,
-                "max_processes" => o.max_processes = positive_int(key, v)?,
-                "max_output_bytes" => o.max_output_bytes = positive_int(key, v)? as usize,
-                "max_file_mb" => o.max_file_mb = positive_int(key, v)?,
-                "max_disk_mb" => o.max_disk_mb = positive_int(key, v)?,
-                "parallel" => o.parallel = positive_int(key, v)?.min(1024) as usize,
-                "tests_field" => {
-                    o.tests_field = v
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                        .ok_or_else(|| config_error("`tests_field` must be a string".into()))?
-                        .to_string()
-                }
-                "hide_proc" => {
-                    o.hide_proc = v
-                        .as_bool()
-                        .ok_or_else(|| config_error("`hide_proc` must be a boolean".into()))?
-                }
-                "require_net_isolation" => {
-                    o.require_net_isolation = v.as_bool().ok_or_else(|| {
-                        config_error("`require_net_isolation` must be a boolean".into())
-                    })?
-                }
-                other => {
-                    return Err(config_error(format!(
-                        "unknown option `{other}`; known: {KNOWN}"
-                    )))
-                }
+        if let Some(v) = &raw.interpreter {
+            o.interpreter = match v {
+                Value::String(s) if !s.is_empty() => vec![s.clone()],
+                _ => string_list("interpreter", v)?,
+            };
+        }
+        if let Some(name) = raw.file_name {
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+                return Err(config_error(format!(
+                    "`file_name` must be a plain file name, got {}",
+                    Value::String(name)
+                )));
+            }
+            o.file_name = name;
+        }
+        if let Some(languages) = raw.languages {
+            if languages.is_empty() {
+                return Err(config_error(
+                    "`languages` must be a non-empty list of strings",
+                ));
+            }
+            o.languages = languages;
+        }
+        if let Some(t) = raw.timeout_s {
+            if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
+                return Err(config_error(format!(
+                    "`timeout_s` must be in (0, 3600], got {t}"
+                )));
+            }
+            o.timeout_s = t;
+        }
+        // Without `cpu_s`, the wall-clock limit rounded up.
+        o.cpu_s =
+            positive("cpu_s", raw.cpu_s)?.unwrap_or_else(|| o.timeout_s.ceil().max(1.0) as u64);
+        for (key, given, field) in [
+            ("memory_mb", raw.memory_mb, &mut o.memory_mb),
+            ("max_processes", raw.max_processes, &mut o.max_processes),
+            ("max_file_mb", raw.max_file_mb, &mut o.max_file_mb),
+            ("max_disk_mb", raw.max_disk_mb, &mut o.max_disk_mb),
+        ] {
+            if let Some(n) = positive(key, given)? {
+                *field = n;
             }
         }
-        if !cpu_given {
-            o.cpu_s = o.timeout_s.ceil().max(1.0) as u64;
+        if let Some(n) = positive("max_output_bytes", raw.max_output_bytes)? {
+            o.max_output_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = positive("parallel", raw.parallel)? {
+            o.parallel = usize::try_from(n.min(1024)).unwrap_or(1024);
+        }
+        if let Some(field) = raw.tests_field {
+            if field.is_empty() {
+                return Err(config_error("`tests_field` must be a string"));
+            }
+            o.tests_field = field;
+        }
+        if let Some(b) = raw.require_net_isolation {
+            o.require_net_isolation = b;
+        }
+        if let Some(b) = raw.hide_proc {
+            o.hide_proc = b;
         }
         Ok(o)
     }
@@ -595,17 +621,138 @@ mod tests {
             o(json!({"interpreter": "python3.11"})).unwrap().interpreter,
             ["python3.11"]
         );
-        for bad in [
-            json!({"bogus": 1}),
-            json!({"timeout_s": 0}),
-            json!({"file_name": "../x.py"}),
-            json!({"interpreter": []}),
-            json!({"parallel": 0}),
-            json!({"memory_mb": "a lot"}),
+        let d = o(json!({
+            "interpreter": ["python3", "-u"], "file_name": "sol.py", "languages": ["py"],
+            "timeout_s": 3, "cpu_s": 7, "memory_mb": 512, "max_processes": 4,
+            "max_output_bytes": 4096, "max_file_mb": 2, "max_disk_mb": 8, "parallel": 5000,
+            "tests_field": "cases", "require_net_isolation": true, "hide_proc": false
+        }))
+        .unwrap();
+        assert_eq!(d.interpreter, ["python3", "-u"]);
+        assert_eq!(
+            (d.file_name.as_str(), d.languages.as_slice()),
+            ("sol.py", &["py".to_string()][..])
+        );
+        assert_eq!(d.timeout_s, 3.0);
+        assert_eq!(
+            (d.cpu_s, d.memory_mb, d.max_processes, d.max_output_bytes),
+            (7, 512, 4, 4096)
+        );
+        assert_eq!((d.max_file_mb, d.max_disk_mb, d.parallel), (2, 8, 1024));
+        assert_eq!(d.tests_field, "cases");
+        assert!(d.require_net_isolation && !d.hide_proc);
+        // A null option is absent: the defaults (`cpu_s` from `timeout_s`).
+        let nulls = json!({
+            "interpreter": null, "file_name": null, "languages": null, "timeout_s": null,
+            "cpu_s": null, "memory_mb": null, "max_processes": null, "max_output_bytes": null,
+            "max_file_mb": null, "max_disk_mb": null, "parallel": null, "tests_field": null,
+            "require_net_isolation": null, "hide_proc": null
+        });
+        assert_eq!(o(nulls).unwrap(), CodeOptions::default());
+        let count = "expected a non-negative integer";
+        for (bad, want) in [
+            (
+                json!({"bogus": 1}),
+                "unknown field `bogus`, expected one of `interpreter`, `file_name`, \
+                 `languages`, `timeout_s`, `cpu_s`, `memory_mb`, `max_processes`, \
+                 `max_output_bytes`, `max_file_mb`, `max_disk_mb`, `parallel`, `tests_field`, \
+                 `require_net_isolation`, `hide_proc`",
+            ),
+            (json!({"bogus": null}), "unknown field `bogus`"),
+            (
+                json!({"timeout_s": 0}),
+                "`timeout_s` must be in (0, 3600], got 0",
+            ),
+            (
+                json!({"timeout_s": 3601}),
+                "`timeout_s` must be in (0, 3600], got 3601",
+            ),
+            (
+                json!({"timeout_s": "10"}),
+                "`timeout_s`: invalid type: string \"10\", expected f64",
+            ),
+            (
+                json!({"file_name": "../x.py"}),
+                "`file_name` must be a plain file name, got \"../x.py\"",
+            ),
+            (
+                json!({"file_name": ".."}),
+                "`file_name` must be a plain file name, got \"..\"",
+            ),
+            (
+                json!({"file_name": ""}),
+                "`file_name` must be a plain file name, got \"\"",
+            ),
+            (
+                json!({"file_name": 3}),
+                "`file_name`: invalid type: integer `3`, expected a string",
+            ),
+            (
+                json!({"interpreter": []}),
+                "`interpreter` must be a non-empty list of strings",
+            ),
+            (
+                json!({"interpreter": ""}),
+                "`interpreter` must be a non-empty list of strings",
+            ),
+            (
+                json!({"interpreter": ["python3", 1]}),
+                "`interpreter` must be a list of strings",
+            ),
+            (
+                json!({"languages": []}),
+                "`languages` must be a non-empty list of strings",
+            ),
+            (
+                json!({"languages": "python"}),
+                "`languages`: invalid type: string \"python\", expected a sequence",
+            ),
+            (
+                json!({"languages": ["py", 1]}),
+                "`languages[1]`: invalid type: integer `1`, expected a string",
+            ),
+            (
+                json!({"parallel": 0}),
+                "`parallel` must be a positive integer, got 0",
+            ),
+            (
+                json!({"cpu_s": 0}),
+                "`cpu_s` must be a positive integer, got 0",
+            ),
+            (
+                json!({"max_output_bytes": 0}),
+                "`max_output_bytes` must be a positive integer, got 0",
+            ),
+            (
+                json!({"memory_mb": "a lot"}),
+                "`memory_mb`: invalid type: string \"a lot\", expected a non-negative integer",
+            ),
+            (
+                json!({"max_disk_mb": -1}),
+                "`max_disk_mb`: invalid value: integer `-1`, expected a non-negative integer",
+            ),
+            (json!({"max_file_mb": 1.5}), count),
+            (json!({"tests_field": ""}), "`tests_field` must be a string"),
+            (
+                json!({"tests_field": 1}),
+                "`tests_field`: invalid type: integer `1`, expected a string",
+            ),
+            (
+                json!({"hide_proc": "no"}),
+                "`hide_proc`: invalid type: string \"no\", expected a boolean",
+            ),
+            (
+                json!({"require_net_isolation": 1}),
+                "`require_net_isolation`: invalid type: integer `1`, expected a boolean",
+            ),
         ] {
-            assert!(o(bad.clone()).is_err(), "{bad}");
+            let e = o(bad.clone());
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                e.contains("verifier `code`") && e.contains(want),
+                "{bad}: {e}"
+            );
         }
-        let err = o(json!({"bogus": 1})).unwrap_err().to_string();
-        assert!(err.contains("unknown option `bogus`"), "{err}");
     }
 }

@@ -464,7 +464,7 @@ mod tests {
             (json!(3), "expected a table"),
             (
                 json!({"name": "math", "bogus": 1}),
-                "unknown option `bogus`",
+                "unknown field `bogus`, expected one of `extract`",
             ),
         ] {
             let err = r.build_weighted(&[spec], &ctx).err().unwrap().to_string();

@@ -5,16 +5,25 @@
 //! generators.
 
 use super::countdown::check_countdown;
-use super::options::Options;
+use super::options::typed_options;
 use super::{bin, score_each, score_with};
 use crate::extract::{last_answer_tag, last_box, tail, BoxBody};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError, VerifyExample};
 use regex::Regex;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::sync::OnceLock;
 
 /// At most this many bytes at the end of a completion are searched for the final integer.
 const SCAN_BYTES: usize = 64 * 1024;
+
+/// The options table of `arith`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArithOptions {
+    /// Countdown: every number must be used exactly once (default true).
+    use_all: Option<bool>,
+}
 
 /// `arith`: reward 1 for the exact integer (kind `arith`) or a correct equation (kind
 /// `countdown`).
@@ -29,9 +38,9 @@ impl ArithVerifier {
         options: &Map<String, Value>,
         _ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let o = Options::new("arith", options, &["use_all"])?;
+        let o: ArithOptions = typed_options("arith", options)?;
         Ok(Self {
-            use_all: o.bool("use_all", true)?,
+            use_all: o.use_all.unwrap_or(true),
         })
     }
 
@@ -423,15 +432,29 @@ mod tests {
                 "{md}: {s:?}"
             );
         }
-        for bad in [json!({"use_all": "yes"}), json!({"strict": true})] {
-            assert!(matches!(
-                ArithVerifier::from_options(
-                    &bad.as_object().cloned().unwrap_or_default(),
-                    &BuildContext::default()
-                ),
-                Err(VerifierError::Config { .. })
-            ));
+        for (bad, want) in [
+            (
+                json!({"use_all": "yes"}),
+                "`use_all`: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                json!({"strict": true}),
+                "unknown field `strict`, expected `use_all`",
+            ),
+        ] {
+            let e = ArithVerifier::from_options(
+                &bad.as_object().cloned().unwrap_or_default(),
+                &BuildContext::default(),
+            );
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.unwrap_err().to_string();
+            assert!(
+                e.contains("verifier `arith`") && e.contains(want),
+                "{bad}: {e}"
+            );
         }
+        // A null option is absent: the default (`true`).
+        assert!(verifier(json!({"use_all": null})).use_all);
     }
 
     #[test]

@@ -3,16 +3,27 @@
 //! letter) and rewards 1 iff exactly one letter was chosen and it is the reference letter.
 //! Hedges (`A or B`) choose two letters and are wrong.
 
-use super::options::Options;
+use super::options::{config_error, non_empty, typed_options};
 use super::{bin, score_each, score_with};
 use crate::extract::{last_answer_tag, last_box, tail, BoxBody};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError, VerifyExample};
 use regex::Regex;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::sync::OnceLock;
 
 /// At most this many bytes at the end of a completion are read (the answer is at the end).
 const SCAN_BYTES: usize = 64 * 1024;
+
+/// The options table of `choice`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChoiceOptions {
+    /// The allowed letters: a string of letters or a list (see [`letters_of`]); default A-D.
+    choices: Option<Value>,
+    /// Metadata field holding the reference (default: the answer).
+    field: Option<String>,
+}
 
 /// `choice`: reward 1 iff the completion chooses exactly the reference letter.
 #[derive(Debug, Clone)]
@@ -27,14 +38,16 @@ impl ChoiceVerifier {
         options: &Map<String, Value>,
         _ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let o = Options::new("choice", options, &["choices", "field"])?;
-        let letters = match o.get("choices") {
+        let o: ChoiceOptions = typed_options("choice", options)?;
+        let letters = match &o.choices {
             None => vec!['A', 'B', 'C', 'D'],
-            Some(v) => letters_of(v).map_err(|e| o.err(format!("`choices`: {e}")))?,
+            Some(v) => {
+                letters_of(v).map_err(|e| config_error("choice", format!("`choices`: {e}")))?
+            }
         };
         Ok(Self {
             letters,
-            field: o.non_empty_str("field")?.map(str::to_owned),
+            field: non_empty("choice", "field", o.field)?,
         })
     }
 
@@ -588,20 +601,46 @@ mod tests {
         let mut e = ex("A");
         e.metadata.insert("key".into(), json!("C"));
         assert_eq!(v.score_one(&e, "C").reward, 1.0);
-        for bad in [
-            json!({"choices": ""}),
-            json!({"choices": "AA"}),
-            json!({"choices": "A1"}),
-            json!({"choices": 4}),
-            json!({"choices": []}),
-            json!({"letters": "AB"}),
-            json!({"field": 1}),
+        for (bad, want) in [
+            (
+                json!({"choices": ""}),
+                "`choices`: expected one or more letters A-Z",
+            ),
+            (json!({"choices": "AA"}), "`choices`: letters repeat"),
+            (
+                json!({"choices": "A1"}),
+                "`choices`: expected one or more letters A-Z",
+            ),
+            (
+                json!({"choices": 4}),
+                "`choices`: expected letters or a list of options, got 4",
+            ),
+            (
+                json!({"choices": []}),
+                "`choices`: expected one or more letters A-Z",
+            ),
+            (
+                json!({"letters": "AB"}),
+                "unknown field `letters`, expected `choices` or `field`",
+            ),
+            (
+                json!({"field": 1}),
+                "`field`: invalid type: integer `1`, expected a string",
+            ),
+            (json!({"field": ""}), "`field` must not be empty"),
         ] {
+            let e = build(bad.clone());
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.unwrap_err().to_string();
             assert!(
-                matches!(build(bad.clone()), Err(VerifierError::Config { .. })),
-                "{bad}"
+                e.contains("verifier `choice`") && e.contains(want),
+                "{bad}: {e}"
             );
         }
+        // A null option is absent.
+        let v = build(json!({"choices": null, "field": null})).unwrap();
+        assert_eq!(v.letters, ABCD);
+        assert_eq!(v.field, None);
     }
 
     #[test]

@@ -1,10 +1,27 @@
 //! The `exact` and `contains` verifiers: string comparison of a completion with the reference
 //! answer (or a metadata field, or fixed values), after optional extraction and normalisation.
 
-use super::options::Options;
+use super::options::{config_error, non_empty, regex_option, string_enum, typed_options};
 use super::{bin, reference, score_each, score_with, Normalize};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError, VerifyExample};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+/// The options table of `exact`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExactOptions {
+    #[serde(default)]
+    case_sensitive: bool,
+    /// Trim both sides (default true).
+    strip: Option<bool>,
+    #[serde(default)]
+    normalize_whitespace: bool,
+    /// A regular expression whose group 1 (last match) is the answer.
+    extract: Option<String>,
+    /// Metadata field holding the reference (default: the answer).
+    field: Option<String>,
+}
 
 /// `exact`: reward 1 iff the (extracted, normalised) completion equals the normalised reference.
 #[derive(Debug, Clone)]
@@ -21,31 +38,24 @@ impl ExactVerifier {
         options: &Map<String, Value>,
         _ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let o = Options::new(
-            "exact",
-            options,
-            &[
-                "case_sensitive",
-                "strip",
-                "normalize_whitespace",
-                "extract",
-                "field",
-            ],
-        )?;
-        let extract = o.regex("extract")?;
+        let o: ExactOptions = typed_options("exact", options)?;
+        let extract = regex_option("exact", "extract", o.extract)?;
         if let Some(re) = &extract {
             if re.captures_len() < 2 {
-                return Err(o.err("`extract` needs a capture group: the answer is group 1"));
+                return Err(config_error(
+                    "exact",
+                    "`extract` needs a capture group: the answer is group 1",
+                ));
             }
         }
         Ok(Self {
             normalize: Normalize {
-                case_sensitive: o.bool("case_sensitive", false)?,
-                strip: o.bool("strip", true)?,
-                whitespace: o.bool("normalize_whitespace", false)?,
+                case_sensitive: o.case_sensitive,
+                strip: o.strip.unwrap_or(true),
+                whitespace: o.normalize_whitespace,
             },
             extract,
-            field: o.non_empty_str("field")?.map(str::to_owned),
+            field: non_empty("exact", "field", o.field)?,
         })
     }
 
@@ -86,10 +96,30 @@ impl Verifier for ExactVerifier {
 }
 
 /// How several needles of `contains` combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum Mode {
+    #[default]
     All,
     Any,
+}
+
+/// The options table of `contains`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContainsOptions {
+    /// One fixed needle.
+    value: Option<String>,
+    /// Several fixed needles.
+    values: Option<Vec<String>>,
+    /// Metadata field holding the needle(s) (default: the answer).
+    field: Option<String>,
+    #[serde(default, deserialize_with = "string_enum")]
+    mode: Mode,
+    #[serde(default)]
+    case_sensitive: bool,
+    #[serde(default)]
+    whole_word: bool,
 }
 
 /// Where `contains` gets its needles.
@@ -117,44 +147,35 @@ impl ContainsVerifier {
         options: &Map<String, Value>,
         _ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let o = Options::new(
-            "contains",
-            options,
-            &[
-                "value",
-                "values",
-                "field",
-                "mode",
-                "case_sensitive",
-                "whole_word",
-            ],
-        )?;
-        let given = ["value", "values", "field"]
+        let o: ContainsOptions = typed_options("contains", options)?;
+        let given = [o.value.is_some(), o.values.is_some(), o.field.is_some()]
             .iter()
-            .filter(|k| o.has(k))
+            .filter(|g| **g)
             .count();
         if given > 1 {
-            return Err(o.err("give at most one of `value`, `values` and `field`"));
+            return Err(config_error(
+                "contains",
+                "give at most one of `value`, `values` and `field`",
+            ));
         }
-        let needles = if let Some(v) = o.non_empty_str("value")? {
-            Needles::Fixed(vec![v.to_owned()])
-        } else if let Some(vs) = o.str_list("values")? {
+        let needles = if let Some(v) = non_empty("contains", "value", o.value)? {
+            Needles::Fixed(vec![v])
+        } else if let Some(vs) = o.values {
             if vs.is_empty() || vs.iter().any(String::is_empty) {
-                return Err(o.err("`values` must be a non-empty list of non-empty strings"));
+                return Err(config_error(
+                    "contains",
+                    "`values` must be a non-empty list of non-empty strings",
+                ));
             }
             Needles::Fixed(vs)
         } else {
-            Needles::Reference(o.non_empty_str("field")?.map(str::to_owned))
-        };
-        let mode = match o.choice("mode", &["all", "any"], "all")? {
-            "any" => Mode::Any,
-            _ => Mode::All,
+            Needles::Reference(non_empty("contains", "field", o.field)?)
         };
         Ok(Self {
             needles,
-            mode,
-            case_sensitive: o.bool("case_sensitive", false)?,
-            whole_word: o.bool("whole_word", false)?,
+            mode: o.mode,
+            case_sensitive: o.case_sensitive,
+            whole_word: o.whole_word,
         })
     }
 
@@ -336,23 +357,45 @@ mod tests {
 
     #[test]
     fn exact_config_errors() {
-        for bad in [
-            json!({"case_sensitive": "yes"}),
-            json!({"strip": 1}),
-            json!({"extract": "("}),
-            json!({"extract": "no group"}),
-            json!({"extract": 5}),
-            json!({"field": ""}),
-            json!({"bogus": true}),
+        for (bad, want) in [
+            (
+                json!({"case_sensitive": "yes"}),
+                "`case_sensitive`: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                json!({"strip": 1}),
+                "`strip`: invalid type: integer `1`, expected a boolean",
+            ),
+            (
+                json!({"extract": "("}),
+                "`extract` is not a valid regular expression",
+            ),
+            (
+                json!({"extract": "no group"}),
+                "`extract` needs a capture group",
+            ),
+            (
+                json!({"extract": 5}),
+                "`extract`: invalid type: integer `5`, expected a string",
+            ),
+            (json!({"field": ""}), "`field` must not be empty"),
+            (
+                json!({"bogus": true}),
+                "unknown field `bogus`, expected one of `case_sensitive`, `strip`, \
+                 `normalize_whitespace`, `extract`, `field`",
+            ),
         ] {
+            let e = ExactVerifier::from_options(&opts(bad.clone()), &BuildContext::default());
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.unwrap_err().to_string();
             assert!(
-                matches!(
-                    ExactVerifier::from_options(&opts(bad.clone()), &BuildContext::default()),
-                    Err(VerifierError::Config { .. })
-                ),
-                "{bad}"
+                e.contains("verifier `exact`") && e.contains(want),
+                "{bad}: {e}"
             );
         }
+        // A null option is absent: the default.
+        let v = exact(json!({"strip": null, "case_sensitive": null, "extract": null}));
+        assert!(v.normalize.strip && !v.normalize.case_sensitive && v.extract.is_none());
     }
 
     #[test]
@@ -404,25 +447,48 @@ mod tests {
 
     #[test]
     fn contains_config_errors() {
-        for bad in [
-            json!({"value": "a", "values": ["b"]}),
-            json!({"value": "a", "field": "f"}),
-            json!({"value": ""}),
-            json!({"values": []}),
-            json!({"values": ["a", ""]}),
-            json!({"values": "a"}),
-            json!({"mode": "some"}),
-            json!({"case_sensitive": 0}),
-            json!({"needle": "x"}),
+        let at_most_one = "give at most one of `value`, `values` and `field`";
+        let non_empty_list = "`values` must be a non-empty list of non-empty strings";
+        for (bad, want) in [
+            (json!({"value": "a", "values": ["b"]}), at_most_one),
+            (json!({"value": "a", "field": "f"}), at_most_one),
+            (json!({"value": ""}), "`value` must not be empty"),
+            (json!({"values": []}), non_empty_list),
+            (json!({"values": ["a", ""]}), non_empty_list),
+            (
+                json!({"values": "a"}),
+                "`values`: invalid type: string \"a\", expected a sequence",
+            ),
+            (
+                json!({"mode": "some"}),
+                "`mode`: unknown variant `some`, expected `all` or `any`",
+            ),
+            (
+                json!({"mode": {"any": null}}),
+                "`mode`: invalid type: map, expected a string",
+            ),
+            (
+                json!({"case_sensitive": 0}),
+                "`case_sensitive`: invalid type: integer `0`, expected a boolean",
+            ),
+            (
+                json!({"needle": "x"}),
+                "unknown field `needle`, expected one of `value`, `values`, `field`, `mode`, \
+                 `case_sensitive`, `whole_word`",
+            ),
         ] {
+            let e = ContainsVerifier::from_options(&opts(bad.clone()), &BuildContext::default());
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.unwrap_err().to_string();
             assert!(
-                matches!(
-                    ContainsVerifier::from_options(&opts(bad.clone()), &BuildContext::default()),
-                    Err(VerifierError::Config { .. })
-                ),
-                "{bad}"
+                e.contains("verifier `contains`") && e.contains(want),
+                "{bad}: {e}"
             );
         }
+        // A null option is absent: it neither counts as given nor replaces the default.
+        let v = contains_v(json!({"value": null, "values": null, "field": "f", "mode": null}));
+        assert_eq!(v.mode, Mode::All);
+        assert!(matches!(v.needles, Needles::Reference(Some(ref f)) if f == "f"));
     }
 
     #[test]

@@ -3,10 +3,31 @@
 //! `<answer>…</answer>`) that must each appear exactly once, closed, in order. Reward 1/0, or
 //! the fraction of requirements met (`partial`). Components: one per requirement.
 
-use super::options::{compile, Options};
+use super::options::{compile, config_error, non_empty, typed_options};
 use super::{bin, score_each};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+/// The options table of `format`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FormatOptions {
+    /// A regular expression the whole completion must match.
+    pattern: Option<String>,
+    /// Tag names that must each appear once, closed.
+    tags: Option<Vec<String>>,
+    /// With `tags`: in the listed order (default true).
+    ordered: Option<bool>,
+    /// With `tags`: nothing but whitespace outside them (default false).
+    strict: Option<bool>,
+    /// Reward the fraction of requirements met.
+    #[serde(default)]
+    partial: bool,
+    /// Text put before the completion before checking.
+    #[serde(default)]
+    prefix: String,
+}
 
 /// `format`: structural requirements on the whole completion.
 #[derive(Debug, Clone)]
@@ -26,44 +47,39 @@ impl FormatVerifier {
         options: &Map<String, Value>,
         _ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let o = Options::new(
-            "format",
-            options,
-            &["pattern", "tags", "ordered", "strict", "partial", "prefix"],
-        )?;
+        let err = |m: String| config_error("format", m);
+        let o: FormatOptions = typed_options("format", options)?;
         let pattern =
-            match o.non_empty_str("pattern")? {
+            match non_empty("format", "pattern", o.pattern)? {
                 None => None,
                 Some(p) => Some(compile(&format!(r"\A(?:{p})\z")).map_err(|e| {
-                    o.err(format!("`pattern` is not a valid regular expression: {e}"))
+                    err(format!("`pattern` is not a valid regular expression: {e}"))
                 })?),
             };
-        let tags = o.str_list("tags")?.unwrap_or_default();
+        let tags = o.tags.unwrap_or_default();
         for (i, t) in tags.iter().enumerate() {
             if t.is_empty() || t.chars().any(|c| c.is_whitespace() || "<>/".contains(c)) {
-                return Err(o.err(format!(
+                return Err(err(format!(
                     "`tags`: `{t}` is not a tag name (no spaces, `<`, `>` or `/`)"
                 )));
             }
             if tags[..i].contains(t) {
-                return Err(o.err(format!("`tags`: `{t}` is listed twice")));
+                return Err(err(format!("`tags`: `{t}` is listed twice")));
             }
         }
         if pattern.is_none() && tags.is_empty() {
-            return Err(o.err("give `pattern` and/or `tags`"));
+            return Err(err("give `pattern` and/or `tags`".into()));
         }
-        let strict = o.bool("strict", false)?;
-        let ordered = o.bool("ordered", true)?;
-        if tags.is_empty() && (o.has("strict") || o.has("ordered")) {
-            return Err(o.err("`strict` and `ordered` apply only with `tags`"));
+        if tags.is_empty() && (o.strict.is_some() || o.ordered.is_some()) {
+            return Err(err("`strict` and `ordered` apply only with `tags`".into()));
         }
         Ok(Self {
             pattern,
             tags,
-            ordered,
-            strict,
-            partial: o.bool("partial", false)?,
-            prefix: o.str("prefix")?.unwrap_or_default().to_owned(),
+            ordered: o.ordered.unwrap_or(true),
+            strict: o.strict.unwrap_or(false),
+            partial: o.partial,
+            prefix: o.prefix,
         })
     }
 
@@ -269,26 +285,53 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        for bad in [
-            json!({}),
-            json!({"pattern": "("}),
-            json!({"pattern": ""}),
-            json!({"tags": []}),
-            json!({"tags": "think"}),
-            json!({"tags": ["a b"]}),
-            json!({"tags": ["<a>"]}),
-            json!({"tags": ["a", "a"]}),
-            json!({"tags": [""]}),
-            json!({"pattern": "x", "strict": true}),
-            json!({"tags": ["a"], "partial": "yes"}),
-            json!({"tags": ["a"], "prefix": 1}),
-            json!({"tag": ["a"]}),
+        let not_a_tag = "is not a tag name (no spaces, `<`, `>` or `/`)";
+        let nothing = "give `pattern` and/or `tags`";
+        for (bad, want) in [
+            (json!({}), nothing),
+            (
+                json!({"pattern": "("}),
+                "`pattern` is not a valid regular expression",
+            ),
+            (json!({"pattern": ""}), "`pattern` must not be empty"),
+            (json!({"tags": []}), nothing),
+            (
+                json!({"tags": "think"}),
+                "`tags`: invalid type: string \"think\", expected a sequence",
+            ),
+            (json!({"tags": ["a b"]}), not_a_tag),
+            (json!({"tags": ["<a>"]}), not_a_tag),
+            (json!({"tags": ["a", "a"]}), "`tags`: `a` is listed twice"),
+            (json!({"tags": [""]}), not_a_tag),
+            (
+                json!({"pattern": "x", "strict": true}),
+                "`strict` and `ordered` apply only with `tags`",
+            ),
+            (
+                json!({"tags": ["a"], "partial": "yes"}),
+                "`partial`: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                json!({"tags": ["a"], "prefix": 1}),
+                "`prefix`: invalid type: integer `1`, expected a string",
+            ),
+            (
+                json!({"tag": ["a"]}),
+                "unknown field `tag`, expected one of `pattern`, `tags`, `ordered`, `strict`, \
+                 `partial`, `prefix`",
+            ),
         ] {
+            let e = build(bad.clone());
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.unwrap_err().to_string();
             assert!(
-                matches!(build(bad.clone()), Err(VerifierError::Config { .. })),
-                "{bad}"
+                e.contains("verifier `format`") && e.contains(want),
+                "{bad}: {e}"
             );
         }
+        // A null option is absent: `strict: null` does not need `tags`.
+        let v = build(json!({"pattern": "x", "strict": null, "prefix": null})).unwrap();
+        assert!(!v.strict && v.ordered && v.prefix.is_empty());
     }
 
     #[test]

@@ -4,15 +4,18 @@
 //! for a broken or missing schema.
 
 use super::bin;
-use super::options::Options;
+use super::options::{config_error, non_empty, string_enum, typed_options};
 use crate::extract::fenced_blocks;
 use crate::{BuildContext, Group, Score, Verifier, VerifierError};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// Where in the completion the JSON document is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum Extract {
     /// The whole completion (trimmed).
+    #[default]
     None,
     /// The first ```` ```json ```` (else the first ```` ``` ````) fenced block, else the whole
     /// completion.
@@ -20,6 +23,23 @@ enum Extract {
     /// The whole completion if it parses, else the first fenced block, else the first balanced
     /// `{...}`.
     Auto,
+}
+
+/// The options table of `json_schema`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonSchemaOptions {
+    /// An inline schema.
+    schema: Option<Value>,
+    /// A metadata field holding each example's schema.
+    schema_field: Option<String>,
+    /// A schema file, relative to the task file's folder.
+    schema_path: Option<String>,
+    #[serde(default, deserialize_with = "string_enum")]
+    extract: Extract,
+    /// Check `format` keywords (default: annotations only).
+    #[serde(default)]
+    validate_formats: bool,
 }
 
 /// Where the schema comes from.
@@ -66,54 +86,45 @@ impl JsonSchemaVerifier {
         options: &Map<String, Value>,
         ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let o = Options::new(
-            "json_schema",
-            options,
-            &[
-                "schema",
-                "schema_field",
-                "schema_path",
-                "extract",
-                "validate_formats",
-            ],
-        )?;
-        let validate_formats = o.bool("validate_formats", false)?;
-        let extract = match o.choice("extract", &["none", "fenced", "auto"], "none")? {
-            "fenced" => Extract::Fenced,
-            "auto" => Extract::Auto,
-            _ => Extract::None,
-        };
-        let given = ["schema", "schema_field", "schema_path"]
-            .iter()
-            .filter(|k| o.has(k))
-            .count();
+        let err = |m: String| config_error("json_schema", m);
+        let o: JsonSchemaOptions = typed_options("json_schema", options)?;
+        let validate_formats = o.validate_formats;
+        let given = [
+            o.schema.is_some(),
+            o.schema_field.is_some(),
+            o.schema_path.is_some(),
+        ]
+        .iter()
+        .filter(|g| **g)
+        .count();
         if given != 1 {
-            return Err(o.err("give exactly one of `schema`, `schema_field` and `schema_path`"));
+            return Err(err(
+                "give exactly one of `schema`, `schema_field` and `schema_path`".into(),
+            ));
         }
-        let source = if let Some(schema) = o.get("schema") {
+        let source = if let Some(schema) = &o.schema {
             let v = compile_schema(schema, validate_formats)
-                .map_err(|e| o.err(format!("`schema`: {e}")))?;
+                .map_err(|e| err(format!("`schema`: {e}")))?;
             SchemaSource::Fixed(Box::new(v))
-        } else if let Some(field) = o.non_empty_str("schema_field")? {
-            SchemaSource::Field(field.to_owned())
+        } else if let Some(field) = non_empty("json_schema", "schema_field", o.schema_field)? {
+            SchemaSource::Field(field)
         } else {
-            let path = o
-                .non_empty_str("schema_path")?
-                .ok_or_else(|| o.err("`schema_path` must not be empty"))?;
-            let full = ctx.resolve(path);
+            let path = non_empty("json_schema", "schema_path", o.schema_path)?
+                .ok_or_else(|| err("`schema_path` must not be empty".into()))?;
+            let full = ctx.resolve(&path);
             let text = std::fs::read_to_string(&full).map_err(|source| VerifierError::Io {
                 verifier: format!("json_schema (schema_path {})", full.display()),
                 source,
             })?;
             let schema: Value = serde_json::from_str(&text)
-                .map_err(|e| o.err(format!("`schema_path` {}: not JSON: {e}", full.display())))?;
+                .map_err(|e| err(format!("`schema_path` {}: not JSON: {e}", full.display())))?;
             let v = compile_schema(&schema, validate_formats)
-                .map_err(|e| o.err(format!("`schema_path` {}: {e}", full.display())))?;
+                .map_err(|e| err(format!("`schema_path` {}: {e}", full.display())))?;
             SchemaSource::Fixed(Box::new(v))
         };
         Ok(Self {
             source,
-            extract,
+            extract: o.extract,
             validate_formats,
         })
     }
@@ -415,22 +426,46 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        for bad in [
-            json!({}),
-            json!({"schema": person(), "schema_field": "s"}),
-            json!({"schema": {"type": "nonsense"}}),
-            json!({"schema": {"minimum": "five"}}),
-            json!({"schema": "a string"}),
-            json!({"schema": person(), "extract": "braces"}),
-            json!({"schema": person(), "validate_formats": 1}),
-            json!({"schema_field": ""}),
-            json!({"schema": person(), "strict": true}),
+        let one = "give exactly one of `schema`, `schema_field` and `schema_path`";
+        let invalid = "`schema`: invalid JSON Schema";
+        for (bad, want) in [
+            (json!({}), one),
+            (json!({"schema": person(), "schema_field": "s"}), one),
+            (json!({"schema": {"type": "nonsense"}}), invalid),
+            (json!({"schema": {"minimum": "five"}}), invalid),
+            (
+                json!({"schema": "a string"}),
+                "`schema`: a schema must be a JSON object or boolean",
+            ),
+            (
+                json!({"schema": person(), "extract": "braces"}),
+                "`extract`: unknown variant `braces`, expected one of `none`, `fenced`, `auto`",
+            ),
+            (
+                json!({"schema": person(), "validate_formats": 1}),
+                "`validate_formats`: invalid type: integer `1`, expected a boolean",
+            ),
+            (
+                json!({"schema_field": ""}),
+                "`schema_field` must not be empty",
+            ),
+            (
+                json!({"schema": person(), "strict": true}),
+                "unknown field `strict`, expected one of `schema`, `schema_field`, \
+                 `schema_path`, `extract`, `validate_formats`",
+            ),
         ] {
+            let e = build(bad.clone());
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.unwrap_err().to_string();
             assert!(
-                matches!(build(bad.clone()), Err(VerifierError::Config { .. })),
-                "{bad}"
+                e.contains("verifier `json_schema`") && e.contains(want),
+                "{bad}: {e}"
             );
         }
+        // A null option is absent: it does not count as a second schema source.
+        let v = build(json!({"schema": null, "schema_field": "s", "extract": null})).unwrap();
+        assert_eq!(v.extract, Extract::None);
         // A boolean schema is a schema.
         let any = build(json!({"schema": true})).unwrap();
         assert_eq!(score(&any, &["1"])[0].reward, 1.0);

@@ -2,10 +2,44 @@
 //! and/or words. `binary` gives 1 inside the budget and 0 outside; `linear` (DAPO-style soft
 //! overlong punishment) decays linearly from 1 at the limit to 0 at `buffer` units beyond it.
 
-use super::options::Options;
+use super::options::{config_error, count, string_enum, typed_options};
 use super::{bin, score_each};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+/// How a length over (or under) a limit is rewarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    /// 0 outside the budget.
+    #[default]
+    Binary,
+    /// Linear decay over `buffer` units.
+    Linear,
+}
+
+/// The options table of `length`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LengthOptions {
+    #[serde(default, deserialize_with = "count")]
+    max_chars: Option<usize>,
+    #[serde(default, deserialize_with = "count")]
+    min_chars: Option<usize>,
+    #[serde(default, deserialize_with = "count")]
+    max_words: Option<usize>,
+    #[serde(default, deserialize_with = "count")]
+    min_words: Option<usize>,
+    #[serde(default, deserialize_with = "string_enum")]
+    mode: Mode,
+    /// Linear decay width in characters.
+    #[serde(default, deserialize_with = "count")]
+    buffer: Option<usize>,
+    /// Linear decay width in words.
+    #[serde(default, deserialize_with = "count")]
+    buffer_words: Option<usize>,
+}
 
 /// One bound on a length.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,30 +88,18 @@ impl LengthVerifier {
         options: &Map<String, Value>,
         _ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let o = Options::new(
-            "length",
-            options,
-            &[
-                "max_chars",
-                "min_chars",
-                "max_words",
-                "min_words",
-                "mode",
-                "buffer",
-                "buffer_words",
-            ],
-        )?;
-        let linear = o.choice("mode", &["binary", "linear"], "binary")? == "linear";
-        let buffer = o.usize("buffer")?;
-        let buffer_words = o.usize("buffer_words")?;
+        let err = |m: String| config_error("length", m);
+        let o: LengthOptions = typed_options("length", options)?;
+        let linear = o.mode == Mode::Linear;
+        let (buffer, buffer_words) = (o.buffer, o.buffer_words);
         let mut limits = Vec::new();
-        for (name, words, upper) in [
-            ("max_chars", false, true),
-            ("min_chars", false, false),
-            ("max_words", true, true),
-            ("min_words", true, false),
+        for (name, given, words, upper) in [
+            ("max_chars", o.max_chars, false, true),
+            ("min_chars", o.min_chars, false, false),
+            ("max_words", o.max_words, true, true),
+            ("min_words", o.min_words, true, false),
         ] {
-            if let Some(value) = o.usize(name)? {
+            if let Some(value) = given {
                 limits.push(Limit {
                     name,
                     words,
@@ -88,7 +110,9 @@ impl LengthVerifier {
             }
         }
         if limits.is_empty() {
-            return Err(o.err("give at least one of max_chars, min_chars, max_words, min_words"));
+            return Err(err(
+                "give at least one of max_chars, min_chars, max_words, min_words".into(),
+            ));
         }
         for (unit_words, key, b) in [
             (false, "buffer", buffer),
@@ -97,17 +121,17 @@ impl LengthVerifier {
             let used = limits.iter().any(|l| l.words == unit_words);
             match (linear, b) {
                 (false, Some(_)) => {
-                    return Err(o.err(format!("`{key}` applies only to mode = \"linear\"")))
+                    return Err(err(format!("`{key}` applies only to mode = \"linear\"")))
                 }
-                (true, Some(0)) => return Err(o.err(format!("`{key}` must be at least 1"))),
+                (true, Some(0)) => return Err(err(format!("`{key}` must be at least 1"))),
                 (true, None) if used => {
-                    return Err(o.err(format!(
+                    return Err(err(format!(
                         "mode = \"linear\" needs `{key}` (the decay width in {})",
                         if unit_words { "words" } else { "characters" }
                     )))
                 }
                 (true, Some(_)) if !used => {
-                    return Err(o.err(format!(
+                    return Err(err(format!(
                         "`{key}` is given but no {} limit is",
                         if unit_words { "word" } else { "character" }
                     )))
@@ -123,7 +147,7 @@ impl LengthVerifier {
             let min = limits.iter().find(|l| l.words == words && !l.upper);
             if let (Some(max), Some(min)) = (max, min) {
                 if min.value > max.value {
-                    return Err(o.err(format!(
+                    return Err(err(format!(
                         "min_{unit} ({}) is larger than max_{unit} ({})",
                         min.value, max.value
                     )));
@@ -268,25 +292,67 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        for bad in [
-            json!({}),
-            json!({"max_chars": -1}),
-            json!({"max_chars": 1.5}),
-            json!({"max_chars": "10"}),
-            json!({"max_chars": 10, "mode": "soft"}),
-            json!({"max_chars": 10, "buffer": 5}),
-            json!({"max_chars": 10, "mode": "linear"}),
-            json!({"max_chars": 10, "mode": "linear", "buffer": 0}),
-            json!({"max_chars": 10, "mode": "linear", "buffer": 5, "buffer_words": 3}),
-            json!({"max_words": 10, "mode": "linear", "buffer": 5}),
-            json!({"max_chars": 10, "min_chars": 11}),
-            json!({"max_tokens": 10}),
+        let count = "expected a non-negative integer";
+        for (bad, want) in [
+            (
+                json!({}),
+                "give at least one of max_chars, min_chars, max_words, min_words",
+            ),
+            (
+                json!({"max_chars": -1}),
+                "`max_chars`: invalid value: integer `-1`",
+            ),
+            (json!({"max_chars": 1.5}), count),
+            (
+                json!({"max_chars": "10"}),
+                "`max_chars`: invalid type: string \"10\", expected a non-negative integer",
+            ),
+            (
+                json!({"max_chars": 10, "mode": "soft"}),
+                "`mode`: unknown variant `soft`, expected `binary` or `linear`",
+            ),
+            (
+                json!({"max_chars": 10, "buffer": 5}),
+                "`buffer` applies only to mode = \"linear\"",
+            ),
+            (
+                json!({"max_chars": 10, "mode": "linear"}),
+                "mode = \"linear\" needs `buffer` (the decay width in characters)",
+            ),
+            (
+                json!({"max_chars": 10, "mode": "linear", "buffer": 0}),
+                "`buffer` must be at least 1",
+            ),
+            (
+                json!({"max_chars": 10, "mode": "linear", "buffer": 5, "buffer_words": 3}),
+                "`buffer_words` is given but no word limit is",
+            ),
+            (
+                json!({"max_words": 10, "mode": "linear", "buffer": 5}),
+                "`buffer` is given but no character limit is",
+            ),
+            (
+                json!({"max_chars": 10, "min_chars": 11}),
+                "min_chars (11) is larger than max_chars (10)",
+            ),
+            (
+                json!({"max_tokens": 10}),
+                "unknown field `max_tokens`, expected one of `max_chars`, `min_chars`, \
+                 `max_words`, `min_words`, `mode`, `buffer`, `buffer_words`",
+            ),
         ] {
+            let e = build(bad.clone());
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.unwrap_err().to_string();
             assert!(
-                matches!(build(bad.clone()), Err(VerifierError::Config { .. })),
-                "{bad}"
+                e.contains("verifier `length`") && e.contains(want),
+                "{bad}: {e}"
             );
         }
+        // A null option is absent: `buffer: null` is not a buffer without `linear`.
+        let v = build(json!({"max_chars": 10, "min_chars": null, "buffer": null})).unwrap();
+        assert_eq!(v.limits.len(), 1);
+        assert_eq!(v.limits[0].buffer, None);
     }
 
     #[test]

@@ -1,134 +1,13 @@
-//! Typed reading of a verifier's JSON options map: unknown keys and wrong types are
-//! [`VerifierError::Config`] errors that name the verifier and the key. The built-in verifiers
-//! read their keys through [`Options`]; the plugins and combinators deserialize a struct
-//! ([`typed_options`]).
+//! Typed reading of a verifier's JSON options map: the built-in verifiers, the plugins and the
+//! combinators deserialize their options into a struct ([`typed_options`],
+//! `deny_unknown_fields`), so unknown keys and wrong types are
+//! [`VerifierError::Config`] errors that name the verifier and the key (an unknown key's error
+//! lists the known ones). A top-level JSON `null` counts as absent. The helpers here cover what
+//! serde's derive does not say well: string-only enums ([`string_enum`]), counts ([`count`]),
+//! non-empty strings ([`non_empty`]) and regular expressions ([`regex_option`], [`compile`]).
 
 use crate::VerifierError;
 use serde_json::{Map, Value};
-
-/// A verifier's options with the keys it accepts; every getter checks the type of its key.
-pub(crate) struct Options<'a> {
-    verifier: &'static str,
-    map: &'a Map<String, Value>,
-}
-
-impl<'a> Options<'a> {
-    /// Wraps `map`, rejecting any key not in `known`.
-    pub(crate) fn new(
-        verifier: &'static str,
-        map: &'a Map<String, Value>,
-        known: &[&str],
-    ) -> Result<Self, VerifierError> {
-        let me = Self { verifier, map };
-        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(me.err(format!(
-                "unknown option `{key}`; known: {}",
-                known.join(", ")
-            )));
-        }
-        Ok(me)
-    }
-
-    /// A configuration error of this verifier.
-    pub(crate) fn err(&self, message: impl Into<String>) -> VerifierError {
-        config_error(self.verifier, message)
-    }
-
-    /// The raw value of `key`, if given (JSON `null` counts as absent).
-    pub(crate) fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    /// Whether `key` is given.
-    pub(crate) fn has(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
-    /// A boolean option with a default.
-    pub(crate) fn bool(&self, key: &str, default: bool) -> Result<bool, VerifierError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.err(format!("`{key}` must be a boolean, got {v}"))),
-        }
-    }
-
-    /// An optional string option.
-    pub(crate) fn str(&self, key: &str) -> Result<Option<&'a str>, VerifierError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.err(format!("`{key}` must be a string, got {v}"))),
-        }
-    }
-
-    /// An optional non-empty string option.
-    pub(crate) fn non_empty_str(&self, key: &str) -> Result<Option<&'a str>, VerifierError> {
-        match self.str(key)? {
-            Some("") => Err(self.err(format!("`{key}` must not be empty"))),
-            other => Ok(other),
-        }
-    }
-
-    /// A string option that must be one of `allowed`; `default` when absent.
-    pub(crate) fn choice(
-        &self,
-        key: &str,
-        allowed: &[&'static str],
-        default: &'static str,
-    ) -> Result<&'static str, VerifierError> {
-        match self.str(key)? {
-            None => Ok(default),
-            Some(s) => allowed.iter().copied().find(|a| *a == s).ok_or_else(|| {
-                self.err(format!(
-                    "`{key}` must be one of {}, got `{s}`",
-                    allowed.join(", ")
-                ))
-            }),
-        }
-    }
-
-    /// An optional non-negative integer option.
-    pub(crate) fn usize(&self, key: &str) -> Result<Option<usize>, VerifierError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    self.err(format!("`{key}` must be a non-negative integer, got {v}"))
-                }),
-        }
-    }
-
-    /// An optional list of strings.
-    pub(crate) fn str_list(&self, key: &str) -> Result<Option<Vec<String>>, VerifierError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let bad = || self.err(format!("`{key}` must be a list of strings, got {v}"));
-        let items = v.as_array().ok_or_else(bad)?;
-        items
-            .iter()
-            .map(|i| i.as_str().map(str::to_owned).ok_or_else(bad))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    }
-
-    /// An optional regular expression, compiled now (a bad pattern is a configuration error).
-    pub(crate) fn regex(&self, key: &str) -> Result<Option<regex::Regex>, VerifierError> {
-        match self.non_empty_str(key)? {
-            None => Ok(None),
-            Some(p) => compile(p)
-                .map(Some)
-                .map_err(|e| self.err(format!("`{key}` is not a valid regular expression: {e}"))),
-        }
-    }
-}
 
 /// A configuration error of `verifier`.
 pub(crate) fn config_error(verifier: &str, message: impl Into<String>) -> VerifierError {
@@ -140,11 +19,23 @@ pub(crate) fn config_error(verifier: &str, message: impl Into<String>) -> Verifi
 
 /// Reads the options table into `T` (`deny_unknown_fields` there makes typos errors); an error
 /// inside a nested value names its path (`` `inner.options`: ... ``).
+///
+/// A top-level field given as JSON `null` counts as absent: it is dropped before deserializing,
+/// so an `Option` field reads `None` and a `#[serde(default)]` field its default. A `null` under
+/// a key that is not a field of `T` stays, so `deny_unknown_fields` still rejects the key. Nulls
+/// deeper inside a value follow serde's usual rules.
 pub(crate) fn typed_options<T: serde::de::DeserializeOwned>(
     verifier: &str,
     options: &Map<String, Value>,
 ) -> Result<T, VerifierError> {
-    serde_path_to_error::deserialize(Value::Object(options.clone())).map_err(|e| {
+    let fields = struct_fields::<T>();
+    let absent = |k: &str, v: &Value| v.is_null() && fields.is_none_or(|f| f.contains(&k));
+    let given: Map<String, Value> = options
+        .iter()
+        .filter(|(k, v)| !absent(k, v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    serde_path_to_error::deserialize(Value::Object(given)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match path.as_str() {
@@ -152,6 +43,113 @@ pub(crate) fn typed_options<T: serde::de::DeserializeOwned>(
             _ => config_error(verifier, format!("`{path}`: {inner}")),
         }
     })
+}
+
+/// The field names that `T`'s `Deserialize` declares when it reads a struct (a derived one
+/// does), else `None`.
+fn struct_fields<T: serde::de::DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::{Error, Visitor};
+    /// A deserializer that only records the fields a struct asks for, then fails.
+    struct Probe<'a>(&'a mut Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = Some(fields);
+            Err(Self::Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields = None;
+    // Always an error: the probe only learns the field names.
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// `deserialize_with` for a fieldless enum option written as a string (`"any"`): unlike serde's
+/// own enum support, it refuses the one-key-map spelling (`{"any": null}`), which options never
+/// accepted.
+pub(crate) fn string_enum<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+    T::deserialize(serde::de::value::StringDeserializer::<D::Error>::new(s))
+}
+
+/// `deserialize_with` for an optional count (`Option<usize>`, `Option<u64>`, ... with
+/// `#[serde(default)]`): the same values as the integer type, but an error says "expected a
+/// non-negative integer", not "expected usize".
+pub(crate) fn count<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::{Error, Unexpected, Visitor};
+    use std::marker::PhantomData;
+    /// Reads a non-negative integer that fits `T`.
+    struct CountVisitor<T>(PhantomData<T>);
+    impl<T: TryFrom<u64>> Visitor<'_> for CountVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative integer")
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            u64::try_from(v)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
+        }
+    }
+    deserializer
+        .deserialize_u64(CountVisitor(PhantomData))
+        .map(Some)
+}
+
+/// `value`, unless it is the empty string: then a configuration error of `verifier` naming `key`.
+pub(crate) fn non_empty(
+    verifier: &str,
+    key: &str,
+    value: Option<String>,
+) -> Result<Option<String>, VerifierError> {
+    match value {
+        Some(s) if s.is_empty() => {
+            Err(config_error(verifier, format!("`{key}` must not be empty")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// The optional non-empty regular expression `pattern` of option `key`, compiled now (a bad
+/// pattern is a configuration error of `verifier`).
+pub(crate) fn regex_option(
+    verifier: &str,
+    key: &str,
+    pattern: Option<String>,
+) -> Result<Option<regex::Regex>, VerifierError> {
+    match non_empty(verifier, key, pattern)? {
+        None => Ok(None),
+        Some(p) => compile(&p).map(Some).map_err(|e| {
+            config_error(
+                verifier,
+                format!("`{key}` is not a valid regular expression: {e}"),
+            )
+        }),
+    }
 }
 
 /// Compiles a user's pattern with bounded compiled size.
@@ -172,32 +170,6 @@ mod tests {
             Value::Object(m) => m,
             _ => Map::new(),
         }
-    }
-
-    #[test]
-    fn getters_check_types_and_unknown_keys() {
-        let m = map(json!({"a": true, "s": "x", "n": 3, "l": ["p", "q"], "z": null}));
-        let o = Options::new("t", &m, &["a", "s", "n", "l", "z"]).unwrap();
-        assert!(o.bool("a", false).unwrap());
-        assert!(o.bool("missing", true).unwrap());
-        assert_eq!(o.str("s").unwrap(), Some("x"));
-        assert_eq!(o.usize("n").unwrap(), Some(3));
-        assert_eq!(o.str_list("l").unwrap().unwrap(), ["p", "q"]);
-        assert!(!o.has("z"));
-        assert!(o.bool("s", false).is_err());
-        assert!(o.str("n").is_err());
-        assert!(o.usize("s").is_err());
-        assert!(o.str_list("s").is_err());
-        assert_eq!(o.choice("s", &["x", "y"], "y").unwrap(), "x");
-        assert!(o.choice("s", &["y"], "y").is_err());
-        let m = map(json!({"bogus": 1}));
-        let e = Options::new("t", &m, &["a"]).err().unwrap().to_string();
-        assert!(e.contains("unknown option `bogus`; known: a"), "{e}");
-        let m = map(json!({"r": "("}));
-        let o = Options::new("t", &m, &["r"]).unwrap();
-        assert!(o.regex("r").is_err());
-        let m = map(json!({"n": -1}));
-        assert!(Options::new("t", &m, &["n"]).unwrap().usize("n").is_err());
     }
 
     #[test]
@@ -227,5 +199,172 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn typed_options_read_a_top_level_null_as_absent() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct O {
+            #[serde(default)]
+            flag: bool,
+            name: Option<String>,
+            nested: Option<Vec<Option<u32>>>,
+        }
+        let o: O = typed_options(
+            "t",
+            &map(json!({"flag": null, "name": null, "nested": [1, null]})),
+        )
+        .unwrap();
+        assert!(!o.flag);
+        assert_eq!(o.name, None);
+        // Below the top level, a null is serde's: here an `Option` element.
+        assert_eq!(o.nested, Some(vec![Some(1), None]));
+        // A null never hides an unknown key.
+        let e = typed_options::<O>("t", &map(json!({"bogus": null})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `bogus`, expected one of `flag`, `name`, `nested`"),
+            "{e}"
+        );
+        // A type that is not a struct loses its top-level nulls too.
+        let m: Map<String, Value> = typed_options("t", &map(json!({"a": null, "b": 1}))).unwrap();
+        assert_eq!(Value::Object(m), json!({"b": 1}));
+        // A nested null where a value is required is still a type error naming its path.
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Strict {
+            list: Vec<u32>,
+        }
+        let e = typed_options::<Strict>("t", &map(json!({"list": [1, null]})))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`list[1]`: invalid type: null"), "{e}");
+    }
+
+    #[test]
+    fn string_enums_take_only_strings() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Mode {
+            All,
+            Any,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct O {
+            #[serde(deserialize_with = "string_enum")]
+            mode: Mode,
+        }
+        let o: O = typed_options("t", &map(json!({"mode": "any"}))).unwrap();
+        assert_eq!(o.mode, Mode::Any);
+        let e = typed_options::<O>("t", &map(json!({"mode": "some"})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`mode`: unknown variant `some`, expected `all` or `any`"),
+            "{e}"
+        );
+        let e = typed_options::<O>("t", &map(json!({"mode": {"any": null}})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`mode`: invalid type: map, expected a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn counts_are_non_negative_integers() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct O {
+            #[serde(default, deserialize_with = "count")]
+            n: Option<usize>,
+        }
+        let o: O = typed_options("t", &map(json!({"n": 3}))).unwrap();
+        assert_eq!(o.n, Some(3));
+        let o: O = typed_options("t", &map(json!({"n": null}))).unwrap();
+        assert_eq!(o.n, None);
+        let o: O = typed_options("t", &map(json!({}))).unwrap();
+        assert_eq!(o.n, None);
+        for (bad, want) in [
+            (
+                json!({"n": -1}),
+                "`n`: invalid value: integer `-1`, expected a non-negative integer",
+            ),
+            (
+                json!({"n": 1.5}),
+                "`n`: invalid type: floating point `1.5`, expected a non-negative integer",
+            ),
+            (
+                json!({"n": "3"}),
+                "`n`: invalid type: string \"3\", expected a non-negative integer",
+            ),
+        ] {
+            let e = typed_options::<O>("t", &map(bad.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        // Any integer type: the bound is the type's.
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Small {
+            #[serde(default, deserialize_with = "count")]
+            n: Option<u8>,
+        }
+        let o: Small = typed_options("t", &map(json!({"n": 255}))).unwrap();
+        assert_eq!(o.n, Some(255));
+        let e = typed_options::<Small>("t", &map(json!({"n": 256})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`n`: invalid value: integer `256`, expected a non-negative integer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn non_empty_and_regex_checks() {
+        assert_eq!(non_empty("t", "k", None).unwrap(), None);
+        assert_eq!(non_empty("t", "k", Some("x".into())).unwrap().unwrap(), "x");
+        let e = non_empty("t", "k", Some(String::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verifier `t`") && e.contains("`k` must not be empty"),
+            "{e}"
+        );
+        assert!(regex_option("t", "r", None).unwrap().is_none());
+        assert!(regex_option("t", "r", Some("a+".into())).unwrap().is_some());
+        let e = regex_option("t", "r", Some("(".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`r` is not a valid regular expression"), "{e}");
+        let e = regex_option("t", "r", Some(String::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`r` must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_list_the_known_ones() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct O {
+            alpha: Option<bool>,
+            beta: Option<bool>,
+        }
+        let e = typed_options::<O>("t", &map(json!({"gamma": 1})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verifier `t`")
+                && e.contains("unknown field `gamma`, expected `alpha` or `beta`"),
+            "{e}"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! The `regex` verifier: the completion must match a pattern (anywhere, or as a whole), and
 //! optionally a captured group must equal the reference answer.
 
-use super::options::{compile, Options};
+use super::options::{compile, config_error, non_empty, string_enum, typed_options};
 use super::{bin, reference, score_each, score_with, Normalize};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError, VerifyExample};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// Which group of a match is compared with the reference.
@@ -11,6 +12,61 @@ use serde_json::{Map, Value};
 enum Capture {
     Index(usize),
     Name(String),
+}
+
+impl<'de> Deserialize<'de> for Capture {
+    /// A group number (a non-negative integer) or a group name (a string).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Reads either spelling of [`Capture`].
+        struct CaptureVisitor;
+        impl serde::de::Visitor<'_> for CaptureVisitor {
+            type Value = Capture;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a group number (a non-negative integer) or a group name")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Capture, E> {
+                usize::try_from(v)
+                    .map(Capture::Index)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Capture, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Capture, E> {
+                Ok(Capture::Name(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(CaptureVisitor)
+    }
+}
+
+/// Where a match must be: anywhere, or the whole (stripped) completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    #[default]
+    Search,
+    Match,
+}
+
+/// The options table of `regex`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegexOptions {
+    /// The regular expression (required).
+    pattern: Option<String>,
+    #[serde(default, deserialize_with = "string_enum")]
+    mode: Mode,
+    /// Trim the completion first (default true).
+    strip: Option<bool>,
+    /// The group compared with the reference.
+    capture: Option<Capture>,
+    /// With `capture`: compare case-sensitively.
+    case_sensitive: Option<bool>,
+    /// With `capture`: metadata field holding the reference (default: the answer).
+    field: Option<String>,
 }
 
 /// `regex`: reward = matched, or with `capture`, whether the captured text equals the reference.
@@ -30,64 +86,44 @@ impl RegexVerifier {
         options: &Map<String, Value>,
         _ctx: &BuildContext,
     ) -> Result<Self, VerifierError> {
-        let o = Options::new(
-            "regex",
-            options,
-            &[
-                "pattern",
-                "mode",
-                "strip",
-                "capture",
-                "case_sensitive",
-                "field",
-            ],
-        )?;
-        let pattern = o
-            .non_empty_str("pattern")?
-            .ok_or_else(|| o.err("`pattern` (a regular expression) is required"))?;
-        let anchored = o.choice("mode", &["search", "match"], "search")? == "match";
-        let full = if anchored {
-            format!(r"\A(?:{pattern})\z")
-        } else {
-            pattern.to_string()
+        let err = |m: String| config_error("regex", m);
+        let o: RegexOptions = typed_options("regex", options)?;
+        let pattern = non_empty("regex", "pattern", o.pattern)?
+            .ok_or_else(|| err("`pattern` (a regular expression) is required".into()))?;
+        let full = match o.mode {
+            Mode::Match => format!(r"\A(?:{pattern})\z"),
+            Mode::Search => pattern,
         };
         let regex = compile(&full)
-            .map_err(|e| o.err(format!("`pattern` is not a valid regular expression: {e}")))?;
-        let capture = match o.get("capture") {
-            None => None,
-            Some(Value::String(name)) => {
-                if !regex.capture_names().flatten().any(|n| n == name) {
-                    return Err(o.err(format!("`capture`: the pattern has no group `{name}`")));
-                }
-                Some(Capture::Name(name.clone()))
+            .map_err(|e| err(format!("`pattern` is not a valid regular expression: {e}")))?;
+        match &o.capture {
+            Some(Capture::Name(name)) if !regex.capture_names().flatten().any(|n| n == name) => {
+                return Err(err(format!("`capture`: the pattern has no group `{name}`")));
             }
-            Some(v) => {
-                let i = o
-                    .usize("capture")?
-                    .ok_or_else(|| o.err(format!("`capture` must be a group, got {v}")))?;
-                if i >= regex.captures_len() {
-                    return Err(o.err(format!(
-                        "`capture`: the pattern has {} groups, asked for group {i}",
-                        regex.captures_len() - 1
-                    )));
-                }
-                Some(Capture::Index(i))
+            Some(Capture::Index(i)) if *i >= regex.captures_len() => {
+                return Err(err(format!(
+                    "`capture`: the pattern has {} groups, asked for group {i}",
+                    regex.captures_len() - 1
+                )));
             }
-        };
-        let has_compare = o.has("case_sensitive") || o.has("field");
-        if has_compare && capture.is_none() {
-            return Err(o.err("`case_sensitive` and `field` apply only with `capture`"));
+            _ => {}
+        }
+        let has_compare = o.case_sensitive.is_some() || o.field.is_some();
+        if has_compare && o.capture.is_none() {
+            return Err(err(
+                "`case_sensitive` and `field` apply only with `capture`".into(),
+            ));
         }
         Ok(Self {
             regex,
-            strip: o.bool("strip", true)?,
-            capture,
+            strip: o.strip.unwrap_or(true),
+            capture: o.capture,
             normalize: Normalize {
-                case_sensitive: o.bool("case_sensitive", false)?,
+                case_sensitive: o.case_sensitive.unwrap_or(false),
                 strip: true,
                 whitespace: false,
             },
-            field: o.non_empty_str("field")?.map(str::to_owned),
+            field: non_empty("regex", "field", o.field)?,
         })
     }
 
@@ -211,25 +247,66 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        for bad in [
-            json!({}),
-            json!({"pattern": ""}),
-            json!({"pattern": "("}),
-            json!({"pattern": "a", "mode": "full"}),
-            json!({"pattern": "a", "capture": 1}),
-            json!({"pattern": "(a)", "capture": 2}),
-            json!({"pattern": "(a)", "capture": "name"}),
-            json!({"pattern": "(a)", "capture": -1}),
-            json!({"pattern": "(a)", "capture": true}),
-            json!({"pattern": "a", "case_sensitive": true}),
-            json!({"pattern": "a", "flags": "i"}),
-            json!({"pattern": "a{1000}{1000}"}),
+        let bad_pattern = "`pattern` is not a valid regular expression";
+        let bad_capture = "expected a group number (a non-negative integer) or a group name";
+        for (bad, want) in [
+            (json!({}), "`pattern` (a regular expression) is required"),
+            (json!({"pattern": ""}), "`pattern` must not be empty"),
+            (json!({"pattern": "("}), bad_pattern),
+            (
+                json!({"pattern": "a", "mode": "full"}),
+                "`mode`: unknown variant `full`, expected `search` or `match`",
+            ),
+            (
+                json!({"pattern": "a", "capture": 1}),
+                "`capture`: the pattern has 0 groups, asked for group 1",
+            ),
+            (
+                json!({"pattern": "(a)", "capture": 2}),
+                "`capture`: the pattern has 1 groups, asked for group 2",
+            ),
+            (
+                json!({"pattern": "(a)", "capture": "name"}),
+                "`capture`: the pattern has no group `name`",
+            ),
+            (
+                json!({"pattern": "(a)", "capture": -1}),
+                "`capture`: invalid value: integer `-1`, expected a group number",
+            ),
+            (
+                json!({"pattern": "(a)", "capture": true}),
+                "`capture`: invalid type: boolean `true`, expected a group number",
+            ),
+            (json!({"pattern": "(a)", "capture": 1.0}), bad_capture),
+            (
+                json!({"pattern": "a", "case_sensitive": true}),
+                "`case_sensitive` and `field` apply only with `capture`",
+            ),
+            (
+                json!({"pattern": "a", "flags": "i"}),
+                "unknown field `flags`, expected one of `pattern`, `mode`, `strip`, `capture`, \
+                 `case_sensitive`, `field`",
+            ),
+            (json!({"pattern": "a{1000}{1000}"}), bad_pattern),
         ] {
+            let e = build(bad.clone());
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.unwrap_err().to_string();
             assert!(
-                matches!(build(bad.clone()), Err(VerifierError::Config { .. })),
-                "{bad}"
+                e.contains("verifier `regex`") && e.contains(want),
+                "{bad}: {e}"
             );
         }
+        // A signed integer (other sources than JSON) is a group number when non-negative.
+        type I64 = serde::de::value::I64Deserializer<serde::de::value::Error>;
+        assert_eq!(
+            Capture::deserialize(I64::new(2)).unwrap(),
+            Capture::Index(2)
+        );
+        assert!(Capture::deserialize(I64::new(-2)).is_err());
+        // A null option is absent: `case_sensitive: null` does not need `capture`.
+        let v = build(json!({"pattern": "a", "capture": null, "case_sensitive": null})).unwrap();
+        assert!(v.capture.is_none() && v.strip);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! `r_i = inner_i + len_reward_i` (Kimi-1.5-style length reward; the form and the sum are
 //! unconfirmed in the source).
 
-use super::{config_error, typed_options, Inner, InnerScore};
+use super::{config_error, string_enum, typed_options, Inner, InnerScore};
 use crate::{BuildContext, Group, Score, Verifier, VerifierError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -43,7 +43,7 @@ struct GrpoLambdaOptions {
     inner: Value,
     /// Fraction of the batch's groups that are penalised (default 0.5; unconfirmed).
     lambda: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_enum")]
     length_unit: LengthUnit,
     /// Inner reward at or above which a completion is correct when the inner score has no
     /// `correct` component (default 0.5).
@@ -344,6 +344,10 @@ mod tests {
             (
                 json!({"inner": {"name": "math"}, "length_unit": "tokens"}),
                 "unknown variant `tokens`",
+            ),
+            (
+                json!({"inner": {"name": "math"}, "length_unit": {"words": null}}),
+                "`length_unit`: invalid type: map, expected a string",
             ),
             (
                 json!({"inner": {"name": "math"}, "lamda": 0.5}),

@@ -28,7 +28,7 @@ pub fn register(registry: &mut Registry) {
     });
 }
 
-pub(crate) use crate::builtin::options::{config_error, typed_options};
+pub(crate) use crate::builtin::options::{config_error, string_enum, typed_options};
 
 /// One completion as the inner verifier scored it.
 #[derive(Debug, Clone, PartialEq)]

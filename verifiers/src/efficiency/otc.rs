@@ -9,7 +9,7 @@
 //!   otherwise; `r_tool` = 1 if f = n = 0, `cos(m·π/(2m + c))` if n = 0, `sin(f·π/(2n))`
 //!   otherwise.
 
-use super::{config_error, typed_options, Inner};
+use super::{config_error, string_enum, typed_options, Inner};
 use crate::tool::CallFormat;
 use crate::{BuildContext, Group, Score, Verifier, VerifierError};
 use serde::Deserialize;
@@ -33,14 +33,14 @@ pub enum OtcMode {
 struct OtcOptions {
     /// The wrapped verifier's table (`name` and its options).
     inner: Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_enum")]
     mode: OtcMode,
     /// Smoothing constant `c` (default 1; unconfirmed in the source).
     c: Option<f64>,
     /// Scale `α` (default 1; unconfirmed in the source).
     alpha: Option<f64>,
     /// How tool calls are written, to count them: `tags` (default) or `openai`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_enum")]
     calls: CallFormat,
     /// A regular expression whose matches are counted as calls instead.
     call_pattern: Option<String>,
@@ -348,6 +348,14 @@ mod tests {
                 json!({"inner": {"name": "math"}, "mode": "ppo2"}),
                 "unknown variant `ppo2`",
             ),
+            (
+                json!({"inner": {"name": "math"}, "mode": {"ppo": null}}),
+                "`mode`: invalid type: map, expected a string",
+            ),
+            (
+                json!({"inner": {"name": "math"}, "calls": {"openai": null}}),
+                "`calls`: invalid type: map, expected a string",
+            ),
             (json!({"inner": {"name": "math"}, "c": 0}), "`c` must be"),
             (
                 json!({"inner": {"name": "math"}, "call_pattern": "("}),
@@ -363,7 +371,7 @@ mod tests {
             ),
             (
                 json!({"inner": {"name": "math", "bogus": 1}}),
-                "unknown option `bogus`",
+                "unknown field `bogus`, expected one of `extract`",
             ),
             (json!({"inner": 3}), "otc.inner: expected a table"),
         ] {

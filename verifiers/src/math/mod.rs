@@ -16,7 +16,9 @@ mod class_tests;
 pub use equivalence::answers_equivalent;
 pub use extract::extract_answer;
 
+use crate::builtin::options::{config_error, typed_options};
 use crate::{Group, Score, Verifier, VerifierError};
+use serde::Deserialize;
 
 /// One source of final answers in a completion (see [`extract_answer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +54,29 @@ impl ExtractMode {
         ("last_number", ExtractMode::LastNumber),
     ];
 
+    /// The configuration names of [`Self::ALL`], in order.
+    const NAMES: [&'static str; 8] = {
+        let mut names = [""; 8];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ALL[i].0;
+            i += 1;
+        }
+        names
+    };
+
     /// The mode named `name` in a configuration.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+}
+
+/// A mode is read from its configuration name, a string only (like the other string choices of
+/// verifier options); another name is an unknown variant, and the error lists the known ones.
+impl<'de> Deserialize<'de> for ExtractMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::from_name(&name).ok_or_else(|| serde::de::Error::unknown_variant(&name, &Self::NAMES))
     }
 }
 
@@ -99,76 +121,50 @@ impl Default for MathOptions {
     }
 }
 
+/// The options table as written in the task file (see [`MathOptions`] for the meanings).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOptions {
+    extract: Option<Vec<ExtractMode>>,
+    rel_tol: Option<f64>,
+    allow_last_number: Option<bool>,
+    unmarked_last_line: Option<bool>,
+    follow_corrections: Option<bool>,
+    require_units: Option<bool>,
+}
+
 impl MathOptions {
     /// Reads options from JSON: `{"extract": [..names..], "rel_tol": 1e-6,
-    /// "allow_last_number": true}`; every key is optional, unknown keys are an error.
+    /// "allow_last_number": true}`; every key is optional (a JSON `null` counts as absent, and
+    /// so does a `null` table), unknown keys and wrong types are an error.
     pub fn from_json(options: &serde_json::Value) -> Result<Self, VerifierError> {
-        let err = |message: String| VerifierError::Config {
-            verifier: "math".to_string(),
-            message,
-        };
-        let mut opts = MathOptions::default();
         let map = match options {
-            serde_json::Value::Null => return Ok(opts),
+            serde_json::Value::Null => return Ok(Self::default()),
             serde_json::Value::Object(map) => map,
-            other => return Err(err(format!("options must be a JSON object, got {other}"))),
-        };
-        for (key, value) in map {
-            match key.as_str() {
-                "extract" => {
-                    let list = value
-                        .as_array()
-                        .ok_or_else(|| err("`extract` must be a list of mode names".into()))?;
-                    let mut modes = Vec::new();
-                    for item in list {
-                        let name = item.as_str().ok_or_else(|| {
-                            err(format!("`extract` entry {item} is not a string"))
-                        })?;
-                        let mode = ExtractMode::from_name(name).ok_or_else(|| {
-                            let known: Vec<&str> =
-                                ExtractMode::ALL.iter().map(|(n, _)| *n).collect();
-                            err(format!(
-                                "unknown extract mode `{name}`; known: {}",
-                                known.join(", ")
-                            ))
-                        })?;
-                        modes.push(mode);
-                    }
-                    opts.extract = modes;
-                }
-                "rel_tol" => {
-                    let t = value
-                        .as_f64()
-                        .filter(|t| t.is_finite() && *t >= 0.0 && *t < 1.0)
-                        .ok_or_else(|| err(format!("`rel_tol` must be in [0, 1), got {value}")))?;
-                    opts.rel_tol = t;
-                }
-                "allow_last_number" => {
-                    opts.allow_last_number = value.as_bool().ok_or_else(|| {
-                        err(format!(
-                            "`allow_last_number` must be a boolean, got {value}"
-                        ))
-                    })?;
-                }
-                key @ ("unmarked_last_line" | "follow_corrections" | "require_units") => {
-                    let b = value
-                        .as_bool()
-                        .ok_or_else(|| err(format!("`{key}` must be a boolean, got {value}")))?;
-                    match key {
-                        "unmarked_last_line" => opts.unmarked_last_line = b,
-                        "follow_corrections" => opts.follow_corrections = b,
-                        _ => opts.require_units = b,
-                    }
-                }
-                other => {
-                    return Err(err(format!(
-                        "unknown option `{other}`; known: extract, rel_tol, allow_last_number, \
-                         unmarked_last_line, follow_corrections, require_units"
-                    )))
-                }
+            other => {
+                return Err(config_error(
+                    "math",
+                    format!("options must be a JSON object, got {other}"),
+                ))
             }
+        };
+        let raw: RawOptions = typed_options("math", map)?;
+        let d = Self::default();
+        let rel_tol = raw.rel_tol.unwrap_or(d.rel_tol);
+        if !(rel_tol.is_finite() && (0.0..1.0).contains(&rel_tol)) {
+            return Err(config_error(
+                "math",
+                format!("`rel_tol` must be in [0, 1), got {rel_tol}"),
+            ));
         }
-        Ok(opts)
+        Ok(Self {
+            extract: raw.extract.unwrap_or(d.extract),
+            allow_last_number: raw.allow_last_number.unwrap_or(d.allow_last_number),
+            rel_tol,
+            unmarked_last_line: raw.unmarked_last_line.unwrap_or(d.unmarked_last_line),
+            follow_corrections: raw.follow_corrections.unwrap_or(d.follow_corrections),
+            require_units: raw.require_units.unwrap_or(d.require_units),
+        })
     }
 }
 
@@ -321,22 +317,89 @@ mod tests {
         assert_eq!(v.score_one("\\boxed{3.14}", "\\pi").reward, 1.0);
         assert_eq!(v.score_one("The answer is 3", "3").reward, 0.0);
         assert!(MathVerifier::from_config(&serde_json::Value::Null).is_ok());
-        for bad in [
-            serde_json::json!({"tolerance": 1}),
-            serde_json::json!({"extract": ["nope"]}),
-            serde_json::json!({"extract": "boxed"}),
-            serde_json::json!({"rel_tol": -1}),
-            serde_json::json!({"allow_last_number": "yes"}),
-            serde_json::json!([1]),
+        let modes = "`extract[0]`: unknown variant `nope`, expected one of `answer_tag`, `boxed`, \
+                     `hash`, `final_answer`, `answer_colon`, `answer_is`, `last_math`, \
+                     `last_number`";
+        for (bad, want) in [
+            (
+                serde_json::json!({"tolerance": 1}),
+                "unknown field `tolerance`, expected one of `extract`, `rel_tol`, \
+                 `allow_last_number`, `unmarked_last_line`, `follow_corrections`, \
+                 `require_units`",
+            ),
+            (
+                serde_json::json!({"bogus": null}),
+                "unknown field `bogus`, expected one of",
+            ),
+            (serde_json::json!({"extract": ["nope"]}), modes),
+            (
+                serde_json::json!({"extract": ["boxed", 1]}),
+                "`extract[1]`: invalid type: integer `1`, expected a string",
+            ),
+            (
+                serde_json::json!({"extract": [{"boxed": null}]}),
+                "`extract[0]`: invalid type: map, expected a string",
+            ),
+            (
+                serde_json::json!({"extract": "boxed"}),
+                "`extract`: invalid type: string \"boxed\", expected a sequence",
+            ),
+            (
+                serde_json::json!({"rel_tol": -1}),
+                "`rel_tol` must be in [0, 1), got -1",
+            ),
+            (
+                serde_json::json!({"rel_tol": 1}),
+                "`rel_tol` must be in [0, 1), got 1",
+            ),
+            (
+                serde_json::json!({"rel_tol": "small"}),
+                "`rel_tol`: invalid type: string \"small\", expected f64",
+            ),
+            (
+                serde_json::json!({"allow_last_number": "yes"}),
+                "`allow_last_number`: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                serde_json::json!({"require_units": 1}),
+                "`require_units`: invalid type: integer `1`, expected a boolean",
+            ),
+            (
+                serde_json::json!([1]),
+                "options must be a JSON object, got [1]",
+            ),
         ] {
+            let e = MathVerifier::from_config(&bad);
+            assert!(matches!(e, Err(VerifierError::Config { .. })), "{bad}");
+            let e = e.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(
-                matches!(
-                    MathVerifier::from_config(&bad),
-                    Err(VerifierError::Config { .. })
-                ),
-                "{bad} should be rejected"
+                e.contains("verifier `math`") && e.contains(want),
+                "{bad}: {e}"
             );
         }
+        // A null option is absent: the defaults.
+        let v = MathVerifier::from_config(&serde_json::json!({
+            "extract": null, "rel_tol": null, "allow_last_number": null,
+            "unmarked_last_line": null, "follow_corrections": null, "require_units": null
+        }));
+        assert_eq!(v.ok().map(|v| v.options), Some(MathOptions::default()));
+        // Every mode name reads as its mode (`last_number` included), and the flags as given.
+        let names: Vec<&str> = ExtractMode::ALL.iter().map(|(n, _)| *n).collect();
+        let v = MathVerifier::from_config(&serde_json::json!({
+            "extract": names, "rel_tol": 0, "unmarked_last_line": false,
+            "follow_corrections": false, "require_units": true
+        }));
+        let o = match v {
+            Ok(v) => v.options,
+            Err(e) => panic!("valid config rejected: {e}"),
+        };
+        let all: Vec<ExtractMode> = ExtractMode::ALL.iter().map(|(_, m)| *m).collect();
+        assert_eq!(o.extract, all);
+        assert_eq!(o.rel_tol, 0.0);
+        assert!(o.allow_last_number && !o.unmarked_last_line && !o.follow_corrections);
+        assert!(o.require_units);
+        let v = MathVerifier::from_config(&serde_json::json!({"extract": []}));
+        assert_eq!(v.ok().map(|v| v.options.extract), Some(Vec::new()));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod calls;
 pub use calls::ToolCall;
 pub(crate) use calls::{bounded as bounded_text, parse_openai, parse_tag_calls, Parsed};
 
+use crate::builtin::options::string_enum;
 use crate::builtin::score_each;
 use crate::{BuildContext, Score, Verifier, VerifierError, VerifyExample};
 use calls::{bounded, calls_from_value, same_calls, values_equal};
@@ -58,7 +59,7 @@ impl CallFormat {
 #[serde(deny_unknown_fields)]
 struct ToolCallOptions {
     /// `tags` (default) or `openai`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_enum")]
     format: CallFormat,
     /// Metadata field holding the reference calls.
     field: Option<String>,

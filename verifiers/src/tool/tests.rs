@@ -314,6 +314,11 @@ fn config_errors_name_the_problem() {
     for (options, want) in [
         (json!({"bogus": 1}), "unknown field `bogus`"),
         (json!({"format": "xml"}), "unknown variant `xml`"),
+        // A string choice, never serde's one-key-map form of an enum.
+        (
+            json!({"format": {"tags": null}}),
+            "`format`: invalid type: map, expected a string",
+        ),
         (json!({"format_max": -1}), "`format_max` must be"),
         (json!({"correct_max": 0}), "`correct_max` must be"),
         (
