@@ -189,7 +189,7 @@ impl CodeOptions {
         }
         if let Some(field) = raw.tests_field {
             if field.is_empty() {
-                return Err(config_error("`tests_field` must be a string"));
+                return Err(config_error("`tests_field` must not be empty"));
             }
             o.tests_field = field;
         }
@@ -732,7 +732,10 @@ mod tests {
                 "`max_disk_mb`: invalid value: integer `-1`, expected a non-negative integer",
             ),
             (json!({"max_file_mb": 1.5}), count),
-            (json!({"tests_field": ""}), "`tests_field` must be a string"),
+            (
+                json!({"tests_field": ""}),
+                "`tests_field` must not be empty",
+            ),
             (
                 json!({"tests_field": 1}),
                 "`tests_field`: invalid type: integer `1`, expected a string",

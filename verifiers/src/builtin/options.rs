@@ -37,10 +37,16 @@ pub(crate) fn typed_options<T: serde::de::DeserializeOwned>(
         .collect();
     serde_path_to_error::deserialize(Value::Object(given)).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        match path.as_str() {
-            "." => config_error(verifier, inner.to_string()),
-            _ => config_error(verifier, format!("`{path}`: {inner}")),
+        let message = e.into_inner().to_string();
+        // An unknown key is the last segment of its path and the message names it already:
+        // report the table it sits in (`inner[1]`), or nothing at the top level.
+        let path = match message.starts_with("unknown field") {
+            true => path.rsplit_once('.').map_or(".", |(table, _)| table),
+            false => path.as_str(),
+        };
+        match path {
+            "." => config_error(verifier, message),
+            _ => config_error(verifier, format!("`{path}`: {message}")),
         }
     })
 }
@@ -199,6 +205,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `bogus`"), "{e}");
+        assert_eq!(e.matches("bogus").count(), 1, "the key is named once: {e}");
+        let e = typed_options::<Outer>("t", &map(json!({"inner": [{"k": 1}, {"kk": 2}]})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`inner[1]`: unknown field `kk`, expected `k`"),
+            "{e}"
+        );
     }
 
     #[test]
