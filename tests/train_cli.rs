@@ -102,6 +102,7 @@ fn grpo_syncs_every_step_checkpoints_and_resumes_exactly() {
             "tokens_per_s",
             "rollout_s",
             "train_s",
+            "peak_rss_gib",
         ] {
             assert!(r.get(k).and_then(Value::as_f64).is_some(), "`{k}` in {r:?}");
         }

@@ -102,6 +102,22 @@ impl KvCache {
         })
     }
 
+    /// While no sequence holds a block, hands the pools' memory back to the kernel
+    /// ([`crate::pages::discard`]): they stay allocated, read as zeros where discarded, and are
+    /// paged in again as the next sequences write them. An idle engine calls this so that an
+    /// in-process trainer's backward can use the memory between rollouts. Returns the bytes
+    /// discarded (0 while a block is in use, or off Linux).
+    pub fn discard_pages(&mut self) -> Result<usize> {
+        if self.free.len() + 1 != self.cfg.num_blocks {
+            return Ok(0);
+        }
+        let mut bytes = 0;
+        for pool in self.keys.iter().chain(self.values.iter()) {
+            bytes += crate::pages::discard(pool)?;
+        }
+        Ok(bytes)
+    }
+
     /// Tokens per block.
     pub fn block_size(&self) -> usize {
         self.cfg.block_size
@@ -305,5 +321,37 @@ mod tests {
         assert_eq!((s.len(), c.free_blocks()), (3, 6));
         c.unreserve(&mut s, 5); // nothing beyond: a no-op
         assert_eq!(c.free_blocks(), 6);
+    }
+
+    #[test]
+    fn pages_are_discarded_only_when_every_block_is_free() {
+        let cfg = tiny();
+        let mut c = KvCache::new(
+            &cfg,
+            CacheConfig {
+                block_size: 1024,
+                num_blocks: 4,
+            },
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut s = c.new_sequence();
+        c.reserve(&mut s, 3).unwrap();
+        assert_eq!(c.discard_pages().unwrap(), 0, "a sequence holds blocks");
+        c.release(s);
+        let bytes = c.discard_pages().unwrap();
+        if cfg!(target_os = "linux") {
+            assert!(bytes > 0);
+        }
+        assert_eq!(c.free_blocks(), 3);
+        let k = c
+            .layer(0)
+            .0
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(k.iter().all(|&x| x == 0.0));
     }
 }

@@ -32,6 +32,7 @@ pub mod names;
 pub mod ops;
 #[allow(unsafe_code)]
 pub mod paged_attention;
+pub mod pages;
 pub mod resolve;
 pub mod rope;
 pub mod save;

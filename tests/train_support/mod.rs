@@ -71,7 +71,7 @@ pub fn out_dir(d: &Path) -> String {
 /// A record without its timings (which differ between runs).
 pub fn strip_times(r: &Rec) -> Rec {
     r.iter()
-        .filter(|(k, _)| !k.ends_with("_s") && !k.contains("per_s"))
+        .filter(|(k, _)| !k.ends_with("_s") && !k.contains("per_s") && k.as_str() != "peak_rss_gib")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }

@@ -19,6 +19,21 @@ pub fn num(x: f64) -> Value {
     serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
 
+/// The process's peak resident memory so far, in GiB (Linux `VmHWM`; `None` elsewhere). Recorded
+/// as `peak_rss_gib` after each step's update, before its evaluation and checkpoint.
+pub fn peak_rss_gib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / (1024.0 * 1024.0))
+}
+
 /// The append-only `metrics.jsonl` of a run.
 #[derive(Debug)]
 pub struct MetricsFile {

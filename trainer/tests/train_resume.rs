@@ -86,7 +86,9 @@ fn metrics(dir: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
         .into_iter()
         .map(|r| {
             r.into_iter()
-                .filter(|(k, _)| !k.ends_with("_s") && !k.contains("per_s"))
+                .filter(|(k, _)| {
+                    !k.ends_with("_s") && !k.contains("per_s") && k.as_str() != "peak_rss_gib"
+                })
                 .collect()
         })
         .collect()

@@ -62,6 +62,11 @@ pub struct EngineConfig {
     pub eos_token_ids: Vec<u32>,
     /// Policy version of the initial weights.
     pub initial_policy_version: u64,
+    /// Give the KV cache's memory back to the kernel whenever the engine runs out of work
+    /// (cached prefixes go with it; the pages come back as the next requests write them): an
+    /// in-process trainer's backward then has that memory between rollouts. Off for a server,
+    /// which keeps its prefix cache warm.
+    pub release_cache_when_idle: bool,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +82,7 @@ impl Default for EngineConfig {
             limits: ParamLimits::default(),
             eos_token_ids: Vec::new(),
             initial_policy_version: 0,
+            release_cache_when_idle: false,
         }
     }
 }

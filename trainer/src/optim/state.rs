@@ -86,12 +86,16 @@ pub(crate) fn save(opt: &AdamW, path: &Path) -> Result<()> {
     let json = serde_json::to_string(&meta)
         .map_err(|e| OptimError::state(path, format!("encoding metadata: {e}")))?;
     let info = HashMap::from([(METADATA_KEY.to_string(), json)]);
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(info))
-        .map_err(|e| OptimError::state(path, e.to_string()))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    // Streamed tensor by tensor: the moments are twice the model, too much to hold as one buffer.
+    safetensors::serialize_to_file(
+        tensors.iter().map(|(k, t)| (k.as_str(), t)),
+        Some(info),
+        &tmp,
+    )
+    .map_err(|e| OptimError::state(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok(())
 }

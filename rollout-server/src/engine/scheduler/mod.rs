@@ -98,6 +98,8 @@ pub(crate) struct Scheduler {
     rate: RateWindow,
     seed_counter: u64,
     sample_threads: usize,
+    /// Requests were served since the cache was last given back (`release_cache_when_idle`).
+    worked_since_idle: bool,
 }
 
 /// The engine's view of a model failure: a full cache stays typed, the rest is reported as is.
@@ -159,6 +161,7 @@ impl Scheduler {
                 .map(|n| n.get())
                 .unwrap_or(1)
                 .min(8),
+            worked_since_idle: false,
         })
     }
 
@@ -171,6 +174,13 @@ impl Scheduler {
             // 1. Commands: block only when there is nothing to do.
             let idle = self.reqs.is_empty() && self.waiting.is_empty();
             let first = if idle {
+                if self.cfg.release_cache_when_idle && self.worked_since_idle {
+                    self.worked_since_idle = false;
+                    self.prefix.clear(&mut self.cache);
+                    if let Err(e) = self.cache.discard_pages() {
+                        tracing::warn!("could not give the idle KV cache back: {e}");
+                    }
+                }
                 match rx.recv() {
                     Ok(c) => Some(c),
                     Err(_) => break 'outer,
@@ -200,6 +210,7 @@ impl Scheduler {
                 }
             }
             self.drop_abandoned();
+            self.worked_since_idle |= !self.waiting.is_empty() || !self.reqs.is_empty();
             self.admit();
             if let Err(e) = self.iteration() {
                 // A model failure (not a capacity problem): fail every admitted request.
