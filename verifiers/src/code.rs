@@ -7,6 +7,9 @@
 //! appended to the program, the case passes iff the run exits 0). A failing, crashing or
 //! timing-out program is a reward, not an error; `Score::error` is for problems on the
 //! verifier's side (no tests in the example, interpreter missing, the sandbox failing).
+//!
+//! The file runs past 600 lines because of its tests, which run each kind of case in the real
+//! sandbox; the verifier itself is about 550 lines.
 
 use crate::builtin::options::{count, typed_options};
 use crate::extract::{fenced_blocks, FencedBlock};
