@@ -21,7 +21,7 @@ slow every figure down).
 
 Run (after scripts/smollm2_reference.py)::
 
-    /work/venv-hf/bin/python scripts/bench_torch.py [--model /tmp/smol/hf] [--threads 2] [--only train,decode_b1,decode_grouped]
+    PYTHON scripts/bench_torch.py --model HF_DIR [--threads 2] [--only train,decode_b1,decode_grouped]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -97,7 +98,8 @@ def bench_train(model, vocab: int, gen: torch.Generator) -> dict:
     model.eval()
     med = statistics.median(times)
     return {"bench": "train", "batch": b, "seq": t, "seconds": [round(x, 3) for x in times],
-            "median_s": round(med, 3), "tokens_per_s": round(b * t / med, 1)}
+            "median_s": round(med, 3), "tokens_per_s": round(b * t / med, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
 
 
 def bench_decode_b1(model, vocab: int, gen: torch.Generator) -> dict:
@@ -137,7 +139,7 @@ def bench_decode_grouped(model, vocab: int, gen: torch.Generator) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="/tmp/smol/hf")
+    ap.add_argument("--model", required=True, help="HF checkpoint directory (scripts/smollm2_reference.py writes one)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="train,decode_b1,decode_grouped")
     args = ap.parse_args()

@@ -24,6 +24,8 @@ pub enum BenchCommand {
     Train(super::bench_train::TrainBenchArgs),
     /// GRPO loss + backward time on a batch of per-token logprobs.
     Loss(super::bench_loss::LossBenchArgs),
+    /// GFLOP/s of a large f32 matmul (the machine's practical peak for the other figures).
+    Gemm(super::bench_gemm::GemmBenchArgs),
 }
 
 /// Arguments of `oxrl bench rollout`.
@@ -70,6 +72,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Rollout(a) => rollout(a),
         BenchCommand::Train(a) => super::bench_train::run(a),
         BenchCommand::Loss(a) => super::bench_loss::run(a),
+        BenchCommand::Gemm(a) => super::bench_gemm::run(a),
     }
 }
 

@@ -73,7 +73,7 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"bench": "train", "batch": b, "seq_len": t, "forward_s": fwd, "forward_backward_s": total, "tokens_per_s": tok_s, "threads": candle_core::utils::get_num_threads()})
+            serde_json::json!({"bench": "train", "batch": b, "seq_len": t, "forward_s": fwd, "forward_backward_s": total, "tokens_per_s": tok_s, "threads": candle_core::utils::get_num_threads(), "peak_rss_gib": oxrl_trainer::metrics::peak_rss_gib()})
         );
     }
     Ok(())

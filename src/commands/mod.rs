@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+mod bench_gemm;
 mod bench_loss;
 mod bench_train;
 pub mod eval;
