@@ -160,10 +160,11 @@ if ((have_llama)); then
   # generated tokens / total time of a llama-batched-bench row: TG * B / T.
   batched() {
     "$LLAMA_BIN/llama-batched-bench" -m "$F32_GGUF" -t "$THREADS" -c 33792 -b 2048 -ub 512 \
-      -npp 128 -ntg 128 -npl 128 "$@" 2>/dev/null | grep -E "^\|" | tee /dev/stderr |
+      -npp 128 -ntg 128 -npl 128 "$@" 2>/dev/null | grep -E "^\|" |
       python3 -c '
 import sys
 for line in sys.stdin:
+    sys.stderr.write(line)  # the table, for the log (stdout carries the two numbers)
     c = [x.strip() for x in line.strip().strip("|").split("|")]
     if c and c[0].isdigit():
         pp, tg, b, t, ttg = int(c[0]), int(c[1]), int(c[2]), float(c[8]), float(c[6])
