@@ -67,7 +67,11 @@ export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 
 section() { echo; echo "=== $* ($(date -u +%H:%M:%S), load average: $(cut -d' ' -f1-3 /proc/loadavg))"; }
 # result FIGURE TOOL VALUE UNIT: one line of the results file.
-result() { printf '{"figure":"%s","tool":"%s","value":%s,"unit":"%s"}\n' "$1" "$2" "$3" "$4" >> "$OUT"; }
+result() {
+  local v=$3
+  [[ $v =~ ^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$ ]] || v=null  # a figure a tool did not report
+  printf '{"figure":"%s","tool":"%s","value":%s,"unit":"%s"}\n' "$1" "$2" "$v" "$4" >> "$OUT"
+}
 # json_field KEY: the value under KEY in the last JSON object on stdin (one line or pretty-printed).
 json_field() {
   python3 -c '
