@@ -17,11 +17,7 @@ fn oxrl<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> std::pr
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     out
 }
 

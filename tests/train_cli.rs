@@ -56,11 +56,7 @@ fn sft_lowers_the_loss_and_writes_a_loadable_checkpoint() {
         .args(["--max-tokens", "2", "--prompt", "2 + 2 ="])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
 }
 
 #[test]

@@ -79,11 +79,7 @@ fn reward_model_ranks_held_out_pairs_and_drives_grpo_as_a_model_verifier() {
         .arg(&rows)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

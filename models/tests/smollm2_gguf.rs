@@ -34,6 +34,23 @@ fn gguf_path(test: &str) -> Option<PathBuf> {
     common_external::available(test, missing).then_some(p)
 }
 
+/// One inference step of a single sequence: appends `tokens` to `seq` in `cache`.
+fn step_one(
+    m: &oxrl_models::LoadedModel,
+    cache: &mut oxrl_models::KvCache,
+    seq: &mut oxrl_models::SeqCache,
+    tokens: &[u32],
+    want: oxrl_models::StepLogits,
+) -> candle_core::Tensor {
+    m.model
+        .step(
+            cache,
+            &mut [oxrl_models::StepSeq { cache: seq, tokens }],
+            want,
+        )
+        .expect("inference step")
+}
+
 const HF_IDS: &[(&str, &[u32])] = &[
     ("Hello, world!", &[19556, 28, 905, 17]),
     (
@@ -203,7 +220,7 @@ fn smollm2_gguf_loads_like_hf() {
 /// greedy tokens, and the top-5 logits of the first 4 steps within 1e-3.
 #[test]
 fn smollm2_greedy_matches_transformers() {
-    use oxrl_models::{CacheConfig, KvCache, LoadOptions, LoadedModel, StepLogits, StepSeq};
+    use oxrl_models::{CacheConfig, KvCache, LoadOptions, LoadedModel, StepLogits};
     let Some(path) = gguf_path("smollm2_greedy_matches_transformers") else {
         return;
     };
@@ -235,17 +252,7 @@ fn smollm2_greedy_matches_transformers() {
     )
     .expect("cache");
     let mut seq = cache.new_sequence();
-    let mut logits = m
-        .model
-        .step(
-            &mut cache,
-            &mut [StepSeq {
-                cache: &mut seq,
-                tokens: &ids,
-            }],
-            StepLogits::Last,
-        )
-        .expect("prefill");
+    let mut logits = step_one(&m, &mut cache, &mut seq, &ids, StepLogits::Last);
     let mut got = Vec::new();
     for step in 0..want.len() {
         let row = logits
@@ -281,17 +288,7 @@ fn smollm2_greedy_matches_transformers() {
         if eos.contains(&next) {
             break;
         }
-        logits = m
-            .model
-            .step(
-                &mut cache,
-                &mut [StepSeq {
-                    cache: &mut seq,
-                    tokens: &[next],
-                }],
-                StepLogits::Last,
-            )
-            .expect("decode");
+        logits = step_one(&m, &mut cache, &mut seq, &[next], StepLogits::Last);
     }
     assert_eq!(got, want);
     let text = m.tokenizer.decode(&got, true).expect("decode text");
@@ -306,9 +303,7 @@ fn smollm2_greedy_matches_transformers() {
 #[test]
 fn smollm2_logprobs_match_the_f64_reference() {
     use candle_core::Tensor;
-    use oxrl_models::{
-        CacheConfig, KvCache, LoadOptions, LoadedModel, StepLogits, StepSeq, TrainForward,
-    };
+    use oxrl_models::{CacheConfig, KvCache, LoadOptions, LoadedModel, StepLogits, TrainForward};
     let Some(path) = gguf_path("smollm2_logprobs_match_the_f64_reference") else {
         return;
     };
@@ -369,18 +364,10 @@ fn smollm2_logprobs_match_the_f64_reference() {
         let mut cache = KvCache::new(&m.config, CacheConfig::for_tokens(t), dtype, &Device::Cpu)
             .expect("cache");
         let mut seq = cache.new_sequence();
-        let rows = m
-            .model
-            .step(
-                &mut cache,
-                &mut [StepSeq {
-                    cache: &mut seq,
-                    tokens: &ids,
-                }],
-                StepLogits::All,
-            )
-            .and_then(|l| Ok(l.to_dtype(DType::F64)?.to_vec2::<f64>()?))
-            .expect("prefill");
+        let rows = step_one(&m, &mut cache, &mut seq, &ids, StepLogits::All)
+            .to_dtype(DType::F64)
+            .and_then(|l| l.to_vec2::<f64>())
+            .expect("prefill logits");
         let lp: Vec<f64> = (1..t)
             .map(|i| {
                 let row = &rows[i - 1];

@@ -41,7 +41,7 @@ pub fn ok(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "oxrl train failed:\nstdout: {}\nstderr: {stderr}",
+        "oxrl failed:\nstdout: {}\nstderr: {stderr}",
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
