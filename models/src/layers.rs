@@ -94,8 +94,8 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
         let track_base = mode.track && self.base_trainable;
         let w = self.weight.get(track_base);
-        let mut y = if !mode.track && crate::gemv::applies(x, w) {
-            crate::gemv::matmul_xwt(x, w)?
+        let mut y = if !mode.track && crate::xwt::applies(x, w) {
+            crate::xwt::matmul_xwt(x, w)?
         } else {
             x.matmul(&w.t()?)?
         };

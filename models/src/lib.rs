@@ -13,15 +13,14 @@
 //!   append to a paged KV cache (`kv_cache`); sequences of one group share their prompt's blocks.
 //!
 //! `unsafe` is denied except in the three kernel modules that need it, each block with its
-//! `SAFETY` reason: `gemv` and `paged_attention` (AVX2 / FMA kernels, called after a CPU feature
-//! check) and `weights` (memory-mapped safetensors files).
+//! `SAFETY` reason: `xwt` and `paged_attention` (AVX-512 / AVX2 + FMA kernels, called after a CPU
+//! feature check) and `weights` (memory-mapped safetensors files).
 #![deny(unsafe_code)]
 
+pub mod cache_write;
 pub mod config;
 pub mod decoder;
 pub mod error;
-#[allow(unsafe_code)]
-pub mod gemv;
 pub mod gguf;
 pub mod init;
 pub mod kv_cache;
@@ -30,6 +29,7 @@ pub mod load;
 pub mod lora;
 pub mod names;
 pub mod ops;
+pub mod packed;
 #[allow(unsafe_code)]
 pub mod paged_attention;
 pub mod pages;
@@ -39,10 +39,13 @@ pub mod save;
 pub mod tokenizer;
 #[allow(unsafe_code)]
 pub mod weights;
+#[allow(unsafe_code)]
+pub mod xwt;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
 pub use decoder::{
-    GroupLogprobs, LogitChunks, StepLogits, StepSeq, TokenLogprobs, TrainForward, Transformer,
+    GroupLogprobs, LogitChunks, StepLogits, StepSeq, TokenLogprobs, TrainForward, TrainableVar,
+    Transformer,
 };
 pub use error::{ModelError, Result};
 pub use gguf::{load_gguf, GgufModel};

@@ -30,6 +30,12 @@ pub const GATE_PROJ: &str = "mlp.gate_proj";
 pub const UP_PROJ: &str = "mlp.up_proj";
 /// MLP down projection.
 pub const DOWN_PROJ: &str = "mlp.down_proj";
+/// The packed q/k/v projection's variable (vLLM's name). Never on disk: checkpoints, weight
+/// updates and `named_tensors` use the three HF names; only the trainer's own state (the
+/// optimizer's moments) is keyed by it.
+pub const QKV_PROJ: &str = "self_attn.qkv_proj";
+/// The packed gate/up projection's variable (vLLM's name); like [`QKV_PROJ`], never on disk.
+pub const GATE_UP_PROJ: &str = "mlp.gate_up_proj";
 
 /// `model.layers.{layer}.{module}` (a layer's module, without `.weight` / `.bias`).
 pub fn layer(layer: usize, module: &str) -> String {

@@ -8,12 +8,13 @@
 //!   without materialising `log_softmax`;
 //! - [`rms_norm`]: RMSNorm with gradients for the input and the weight;
 //! - [`linear_logprob`] (in [`fused_logprob`]): LM head + target logprob (+ entropy) chunk by
-//!   chunk over rows, so no full `[tokens × vocab]` logits tensor is kept for backward.
+//!   chunk over rows, so no full `[tokens × vocab]` logits tensor is kept for backward;
+//! - [`swiglu`] and [`packed_swiglu`] (on the fused gate/up projection's `[n, 2i]` output).
 //!
 //! They handle contiguous f32/f64 tensors on the CPU; callers use the composed candle ops for
 //! anything else (other devices or dtypes), which the tests (`ops/tests.rs`) compare against.
 //! This file runs past 600 lines because each kernel's forward, backward and public wrapper stay
-//! together beside the shared dispatch macros; the newest kernel has its own file.
+//! together beside the shared dispatch macros; the newest kernels have their own files.
 
 use candle_core::{
     backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape,
@@ -811,6 +812,9 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
     }
     gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
 }
+
+mod packed_swiglu;
+pub use packed_swiglu::packed_swiglu;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@
 //! It computes the same function as the general path (f32 accumulation throughout); the decoder
 //! tests hold both inference paths to the training forward at 1e-5.
 
-use crate::gemv::{contiguous_f32, dot_generic as dot};
+use crate::xwt::{contiguous_f32, dot_generic as dot};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 

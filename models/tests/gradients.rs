@@ -75,36 +75,49 @@ fn finite_difference(
     (plus - minus) / (2.0 * eps)
 }
 
+/// Checks every HF tensor a trainable variable holds (each part of a packed projection on its
+/// own rows): a non-zero gradient, and two entries against finite differences. Returns the
+/// number of HF tensors checked.
 fn check_grads(m: &Transformer, adapters: bool) -> usize {
     let (ids, lengths) = batch(m.config().vocab_size as u32);
     let grads = loss(m, &ids, &lengths, adapters).backward().unwrap();
-    let vars = m.trainable_vars();
+    let vars = m.trainable();
     assert!(!vars.is_empty());
-    for (name, var) in &vars {
+    let mut checked = 0;
+    for t in &vars {
         let g = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("{name} received no gradient"));
+            .get(t.var.as_tensor())
+            .unwrap_or_else(|| panic!("{} received no gradient", t.name));
         let gv = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let max = gv.iter().fold(0f64, |a, b| a.max(b.abs()));
-        assert!(max > 0.0, "{name} has an all-zero gradient");
-        // Check two entries per parameter (the largest and one other) against finite differences.
-        let argmax = gv
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-            .unwrap()
-            .0;
-        for idx in [argmax, gv.len() / 2] {
-            let fd = finite_difference(m, var, idx, &ids, &lengths, adapters);
-            let err = (fd - gv[idx]).abs();
-            assert!(
-                err <= 1e-6 + 1e-4 * fd.abs().max(gv[idx].abs()),
-                "{name}[{idx}]: backward {} vs finite difference {fd}",
-                gv[idx]
-            );
+        let row = t.var.elem_count() / t.var.dims()[0];
+        let mut start = 0;
+        for (name, rows) in &t.parts {
+            let range = start * row..(start + rows) * row;
+            start += rows;
+            checked += 1;
+            let part = &gv[range.clone()];
+            let max = part.iter().fold(0f64, |a, b| a.max(b.abs()));
+            assert!(max > 0.0, "{name} (in {}) has an all-zero gradient", t.name);
+            // Two entries per tensor (the largest and one other) against finite differences.
+            let argmax = part
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .unwrap()
+                .0;
+            for idx in [range.start + argmax, range.start + part.len() / 2] {
+                let fd = finite_difference(m, &t.var, idx, &ids, &lengths, adapters);
+                let err = (fd - gv[idx]).abs();
+                assert!(
+                    err <= 1e-6 + 1e-4 * fd.abs().max(gv[idx].abs()),
+                    "{name}[{}]: backward {} vs finite difference {fd}",
+                    idx - range.start,
+                    gv[idx]
+                );
+            }
         }
     }
-    vars.len()
+    checked
 }
 
 #[test]
@@ -148,7 +161,7 @@ fn lora_trains_only_adapters() {
         "only adapters are trainable"
     );
     assert_eq!(vars.len(), 2 * 3 * 2, "A and B for 3 modules in 2 layers");
-    check_grads(&m, true);
+    assert_eq!(check_grads(&m, true), 2 * 3 * 2);
     // The base weights get no gradient at all.
     let (ids, lengths) = batch(m.config().vocab_size as u32);
     let grads = loss(&m, &ids, &lengths, true).backward().unwrap();

@@ -230,22 +230,13 @@ pub fn restore_trainable(dir: &Path, model: &Transformer, lora: bool) -> TrainRe
         "model.safetensors"
     });
     let map = oxrl_models::weights::load_file(&file, model.dtype(), model.device())?;
-    for (name, var) in model.trainable_vars() {
-        let t = map.get(&name).ok_or_else(|| {
+    // Packed projections (q/k/v, gate/up) are packed from their HF tensors here.
+    model.load_trainable(&map).map_err(|e| match e {
+        oxrl_models::ModelError::MissingTensor { name, .. } => {
             TrainError::checkpoint(dir, format!("{} has no tensor `{name}`", file.display()))
-        })?;
-        if t.dims() != var.dims() {
-            return Err(TrainError::checkpoint(
-                dir,
-                format!(
-                    "`{name}` has shape {:?}, the model {:?}",
-                    t.dims(),
-                    var.dims()
-                ),
-            ));
         }
-        var.set(t)?;
-    }
+        other => TrainError::checkpoint(dir, format!("{}: {other}", file.display())),
+    })?;
     Ok(())
 }
 

@@ -32,31 +32,74 @@ mod step;
 mod train;
 mod train_layer;
 
+pub use params::TrainableVar;
 pub use prefix_group::GroupLogprobs;
 pub use step::{StepLogits, StepSeq};
 pub use train::{LogitChunks, TokenLogprobs, TrainForward};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::layers::{ForwardMode, Linear, Param};
+use crate::layers::{ForwardMode, Linear, LoraAdapter, Param};
 use crate::names;
+use crate::packed::PackedLinear;
 use crate::rope::Rope;
 use candle_core::{DType, Device, Tensor};
 
-/// One decoder layer's weights.
+/// One decoder layer's weights. q/k/v and gate/up are packed ([`PackedLinear`]): one matmul
+/// each in both paths; [`Layer::modules`] is the HF view of them.
 #[derive(Debug, Clone)]
 struct Layer {
     input_norm: Param,
     post_norm: Param,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// `q_proj`, `k_proj`, `v_proj` packed as `[q + 2·kv, hidden]`.
+    qkv: PackedLinear,
     o: Linear,
     q_norm: Option<Param>,
     k_norm: Option<Param>,
-    gate: Linear,
-    up: Linear,
+    /// `gate_proj`, `up_proj` packed as `[2·intermediate, hidden]`.
+    gate_up: PackedLinear,
     down: Linear,
+}
+
+/// One HF linear module of a layer: a plain linear, or part `i` of a packed one.
+#[derive(Debug, Clone, Copy)]
+enum Module<'a> {
+    Plain(&'a Linear),
+    Part(&'a PackedLinear, usize),
+}
+
+impl Module<'_> {
+    /// The module's weight `[out, in]` (a view, no graph).
+    fn weight(&self) -> Result<Tensor> {
+        match self {
+            Module::Plain(l) => Ok(l.weight.get(false).clone()),
+            Module::Part(p, i) => p.part_weight(*i),
+        }
+    }
+
+    /// The module's bias, if it has one.
+    fn bias(&self) -> Result<Option<Tensor>> {
+        match self {
+            Module::Plain(l) => Ok(l.bias.as_ref().map(|b| b.get(false).clone())),
+            Module::Part(p, i) => p.part_bias(*i),
+        }
+    }
+
+    /// The module's LoRA adapter.
+    fn lora(&self) -> Option<&LoraAdapter> {
+        match self {
+            Module::Plain(l) => l.lora.as_ref(),
+            Module::Part(p, i) => p.parts[*i].lora.as_ref(),
+        }
+    }
+
+    /// The weight with the adapter merged in.
+    fn merged_weight(&self) -> Result<Tensor> {
+        match self {
+            Module::Plain(l) => l.merged_weight(),
+            Module::Part(p, i) => p.merged_part_weight(*i),
+        }
+    }
 }
 
 impl Layer {
@@ -76,28 +119,57 @@ impl Layer {
         out
     }
 
-    fn linears(&self) -> [(&'static str, &Linear); 7] {
-        [
-            (names::Q_PROJ, &self.q),
-            (names::K_PROJ, &self.k),
-            (names::V_PROJ, &self.v),
-            (names::O_PROJ, &self.o),
-            (names::GATE_PROJ, &self.gate),
-            (names::UP_PROJ, &self.up),
-            (names::DOWN_PROJ, &self.down),
-        ]
+    /// The seven HF linear modules in HF order (q, k, v, o, gate, up, down).
+    fn modules(&self) -> Vec<(&'static str, Module<'_>)> {
+        let mut out = Vec::with_capacity(7);
+        for (i, p) in self.qkv.parts.iter().enumerate() {
+            out.push((p.module, Module::Part(&self.qkv, i)));
+        }
+        out.push((names::O_PROJ, Module::Plain(&self.o)));
+        for (i, p) in self.gate_up.parts.iter().enumerate() {
+            out.push((p.module, Module::Part(&self.gate_up, i)));
+        }
+        out.push((names::DOWN_PROJ, Module::Plain(&self.down)));
+        out
     }
 
-    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
-        [
-            (names::Q_PROJ, &mut self.q),
-            (names::K_PROJ, &mut self.k),
-            (names::V_PROJ, &mut self.v),
-            (names::O_PROJ, &mut self.o),
-            (names::GATE_PROJ, &mut self.gate),
-            (names::UP_PROJ, &mut self.up),
-            (names::DOWN_PROJ, &mut self.down),
-        ]
+    /// Each module's adapter slot, in the order of [`Layer::modules`].
+    fn lora_slots(&mut self) -> Vec<(&'static str, &mut Option<LoraAdapter>)> {
+        let mut out = Vec::with_capacity(7);
+        for p in self.qkv.parts.iter_mut() {
+            out.push((p.module, &mut p.lora));
+        }
+        out.push((names::O_PROJ, &mut self.o.lora));
+        for p in self.gate_up.parts.iter_mut() {
+            out.push((p.module, &mut p.lora));
+        }
+        out.push((names::DOWN_PROJ, &mut self.down.lora));
+        out
+    }
+
+    /// `silu(gate(h)) · up(h)` from the packed gate/up projection: one matmul, then the packed
+    /// SwiGLU kernel on its `[n, 2·intermediate]` output (f32/f64 on the CPU); with adapters on
+    /// gate or up, the parts' outputs with their deltas; composed candle ops elsewhere.
+    fn swiglu(&self, h: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+        let fused = crate::ops::supported(h);
+        if fused && !(mode.adapters && self.gate_up.has_lora()) {
+            let gu = self.gate_up.forward_packed(h, mode)?;
+            return Ok(crate::ops::packed_swiglu(&gu)?);
+        }
+        let [gate, up] = self.gate_up.forward::<2>(h, mode)?;
+        if fused {
+            Ok(crate::ops::swiglu(&gate, &up)?)
+        } else {
+            Ok((candle_nn::ops::silu(&gate)? * up)?)
+        }
+    }
+
+    /// Sets whether the base weights of the layer's linears are trained.
+    fn set_base_trainable(&mut self, trainable: bool) {
+        self.qkv.base_trainable = trainable;
+        self.o.base_trainable = trainable;
+        self.gate_up.base_trainable = trainable;
+        self.down.base_trainable = trainable;
     }
 }
 
@@ -164,8 +236,8 @@ impl Transformer {
             Some(head) => head.forward(hidden, mode)?,
             None => {
                 let w = self.embed.get(mode.track && self.base_trainable);
-                if !mode.track && crate::gemv::applies(hidden, w) {
-                    crate::gemv::matmul_xwt(hidden, w)?
+                if !mode.track && crate::xwt::applies(hidden, w) {
+                    crate::xwt::matmul_xwt(hidden, w)?
                 } else {
                     hidden.matmul(&w.t()?)?
                 }

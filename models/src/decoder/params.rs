@@ -6,6 +6,7 @@ use crate::error::{ModelError, Result};
 use crate::layers::{Linear, LoraAdapter, Param};
 use crate::lora::LoraConfig;
 use crate::names;
+use crate::packed::PackedLinear;
 use crate::rope::Rope;
 use crate::weights::{self, TensorMap};
 use candle_core::{DType, Device, Tensor, Var};
@@ -14,7 +15,7 @@ use std::path::Path;
 
 use super::{Layer, Transformer};
 
-fn take(map: &mut TensorMap, name: &str, shape: &[usize]) -> Result<Param> {
+fn take_tensor(map: &mut TensorMap, name: &str, shape: &[usize]) -> Result<Tensor> {
     let t = map.remove(name).ok_or_else(|| ModelError::MissingTensor {
         name: name.to_string(),
         source_desc: "checkpoint".into(),
@@ -26,8 +27,27 @@ fn take(map: &mut TensorMap, name: &str, shape: &[usize]) -> Result<Param> {
             actual: t.dims().to_vec(),
         });
     }
-    Param::new(t)
+    Ok(t)
 }
+
+fn take(map: &mut TensorMap, name: &str, shape: &[usize]) -> Result<Param> {
+    Param::new(take_tensor(map, name, shape)?)
+}
+
+/// A trainable variable and the HF (or PEFT) tensors it holds, in row order: one name for a
+/// plain weight, the parts' names and row counts for a packed projection.
+#[derive(Debug, Clone)]
+pub struct TrainableVar {
+    /// The variable's name (an HF name, a PEFT name, or a packed name such as
+    /// `model.layers.0.self_attn.qkv_proj.weight`).
+    pub name: String,
+    /// The variable.
+    pub var: Var,
+    /// `(HF name, rows)` of each tensor it packs, in row order (one entry, all rows, when not
+    /// packed).
+    pub parts: Vec<(String, usize)>,
+}
+
 impl Transformer {
     /// Builds a model from named tensors in HF naming, checking every name and shape. Extra
     /// tensors (e.g. `rotary_emb.inv_freq`) are ignored.
@@ -76,6 +96,23 @@ impl Transformer {
             };
             Ok(Linear::new(w, b))
         };
+        let packed = |m: &mut TensorMap,
+                      l: usize,
+                      modules: &[(&'static str, usize)],
+                      bias: bool|
+         -> Result<PackedLinear> {
+            let mut parts = Vec::with_capacity(modules.len());
+            for &(module, out) in modules {
+                let w = take_tensor(m, &names::layer_weight(l, module), &[out, h])?;
+                let b = if bias {
+                    Some(take_tensor(m, &names::layer_bias(l, module), &[out])?)
+                } else {
+                    None
+                };
+                parts.push((module, w, b));
+            }
+            PackedLinear::pack(parts)
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let bias = cfg.attention_bias;
@@ -91,17 +128,16 @@ impl Transformer {
                 }
             };
             let (q_norm, k_norm) = (head_norm(names::Q_NORM)?, head_norm(names::K_NORM)?);
+            let qkv_parts = [(names::Q_PROJ, q), (names::K_PROJ, kv), (names::V_PROJ, kv)];
+            let gate_up_parts = [(names::GATE_PROJ, i), (names::UP_PROJ, i)];
             layers.push(Layer {
                 input_norm: take(m, &names::layer_weight(l, names::INPUT_NORM), &[h])?,
                 post_norm: take(m, &names::layer_weight(l, names::POST_NORM), &[h])?,
-                q: lin(m, name(names::Q_PROJ), q, h, bias)?,
-                k: lin(m, name(names::K_PROJ), kv, h, bias)?,
-                v: lin(m, name(names::V_PROJ), kv, h, bias)?,
+                qkv: packed(m, l, &qkv_parts, bias)?,
                 o: lin(m, name(names::O_PROJ), h, q, false)?,
                 q_norm,
                 k_norm,
-                gate: lin(m, name(names::GATE_PROJ), i, h, false)?,
-                up: lin(m, name(names::UP_PROJ), i, h, false)?,
+                gate_up: packed(m, l, &gate_up_parts, false)?,
                 down: lin(m, name(names::DOWN_PROJ), h, i, false)?,
             });
         }
@@ -153,15 +189,15 @@ impl Transformer {
             for (name, p) in layer.norms(l) {
                 out.insert(name, p.get(false).clone());
             }
-            for (name, lin) in layer.linears() {
+            for (name, module) in layer.modules() {
                 let w = if merge_lora {
-                    lin.merged_weight()?
+                    module.merged_weight()?
                 } else {
-                    lin.weight.get(false).clone()
+                    module.weight()?
                 };
                 out.insert(names::layer_weight(l, name), w);
-                if let Some(b) = &lin.bias {
-                    out.insert(names::layer_bias(l, name), b.get(false).clone());
+                if let Some(b) = module.bias()? {
+                    out.insert(names::layer_bias(l, name), b);
                 }
             }
         }
@@ -178,9 +214,9 @@ impl Transformer {
         }
         let mut out = HashMap::new();
         for (l, layer) in self.layers.iter().enumerate() {
-            for (name, lin) in layer.linears() {
-                if lin.lora.is_some() {
-                    out.insert(names::layer_weight(l, name), lin.merged_weight()?);
+            for (name, module) in layer.modules() {
+                if module.lora().is_some() {
+                    out.insert(names::layer_weight(l, name), module.merged_weight()?);
                 }
             }
         }
@@ -191,8 +227,8 @@ impl Transformer {
     pub fn lora_tensors(&self) -> TensorMap {
         let mut out = HashMap::new();
         for (l, layer) in self.layers.iter().enumerate() {
-            for (name, lin) in layer.linears() {
-                if let Some(a) = &lin.lora {
+            for (name, module) in layer.modules() {
+                if let Some(a) = module.lora() {
                     out.insert(names::lora(l, name, true), a.a.get(false).clone());
                     out.insert(names::lora(l, name, false), a.b.get(false).clone());
                 }
@@ -202,42 +238,110 @@ impl Transformer {
     }
 
     /// The parameters a trainer updates, by name: every base weight, or only the LoRA adapters
-    /// once they are attached.
+    /// once they are attached. A packed projection is one variable under its packed name
+    /// ([`names::QKV_PROJ`], [`names::GATE_UP_PROJ`]); [`Self::trainable`] says which HF tensors
+    /// it holds.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        self.trainable()
+            .into_iter()
+            .map(|t| (t.name, t.var))
+            .collect()
+    }
+
+    /// The trainable variables with the HF (or PEFT) tensors each one holds.
+    pub fn trainable(&self) -> Vec<TrainableVar> {
+        let whole = |name: String, p: &Param| TrainableVar {
+            parts: vec![(name.clone(), p.var().dims().first().copied().unwrap_or(1))],
+            name,
+            var: p.var().clone(),
+        };
         let mut out = Vec::new();
         if self.base_trainable {
-            out.push((names::EMBED.to_string(), self.embed.var().clone()));
-            out.push((names::NORM.to_string(), self.norm.var().clone()));
+            out.push(whole(names::EMBED.to_string(), &self.embed));
+            out.push(whole(names::NORM.to_string(), &self.norm));
             if let Some(head) = &self.lm_head {
-                out.push((
-                    format!("{}.weight", names::LM_HEAD),
-                    head.weight.var().clone(),
-                ));
+                out.push(whole(format!("{}.weight", names::LM_HEAD), &head.weight));
             }
         }
         for (l, layer) in self.layers.iter().enumerate() {
             if self.base_trainable {
-                out.extend(
-                    layer
-                        .norms(l)
-                        .into_iter()
-                        .map(|(name, p)| (name, p.var().clone())),
-                );
+                out.extend(layer.norms(l).into_iter().map(|(n, p)| whole(n, p)));
             }
-            for (name, lin) in layer.linears() {
-                if lin.base_trainable {
-                    out.push((names::layer_weight(l, name), lin.weight.var().clone()));
-                    if let Some(b) = &lin.bias {
-                        out.push((names::layer_bias(l, name), b.var().clone()));
-                    }
+            let packed = |packed_name: &str, p: &PackedLinear, bias: bool| {
+                let suffix = |name: &str| match bias {
+                    true => names::layer_bias(l, name),
+                    false => names::layer_weight(l, name),
+                };
+                let param = match bias {
+                    true => p.bias.as_ref(),
+                    false => Some(&p.weight),
+                };
+                param.map(|param| TrainableVar {
+                    name: suffix(packed_name),
+                    var: param.var().clone(),
+                    parts: p.parts.iter().map(|q| (suffix(q.module), q.len)).collect(),
+                })
+            };
+            let base = |name: &str, lin: &Linear, out: &mut Vec<TrainableVar>| {
+                out.push(whole(names::layer_weight(l, name), &lin.weight));
+                if let Some(b) = &lin.bias {
+                    out.push(whole(names::layer_bias(l, name), b));
                 }
-                if let Some(a) = &lin.lora {
-                    out.push((names::lora(l, name, true), a.a.var().clone()));
-                    out.push((names::lora(l, name, false), a.b.var().clone()));
+            };
+            if layer.qkv.base_trainable {
+                out.extend(packed(names::QKV_PROJ, &layer.qkv, false));
+                out.extend(packed(names::QKV_PROJ, &layer.qkv, true));
+            }
+            if layer.o.base_trainable {
+                base(names::O_PROJ, &layer.o, &mut out);
+            }
+            if layer.gate_up.base_trainable {
+                out.extend(packed(names::GATE_UP_PROJ, &layer.gate_up, false));
+            }
+            if layer.down.base_trainable {
+                base(names::DOWN_PROJ, &layer.down, &mut out);
+            }
+            for (name, module) in layer.modules() {
+                if let Some(a) = module.lora() {
+                    out.push(whole(names::lora(l, name, true), &a.a));
+                    out.push(whole(names::lora(l, name, false), &a.b));
                 }
             }
         }
         out
+    }
+
+    /// Sets every trainable variable from HF-named (or PEFT-named) tensors, packing where a
+    /// variable holds several; every tensor it needs must be in `map` with its shape. Used to
+    /// restore a checkpoint into a live model (the optimizer keeps its variables).
+    pub fn load_trainable(&self, map: &TensorMap) -> Result<()> {
+        for t in self.trainable() {
+            let mut pieces = Vec::with_capacity(t.parts.len());
+            for (name, rows) in &t.parts {
+                let piece = map.get(name).ok_or_else(|| ModelError::MissingTensor {
+                    name: name.clone(),
+                    source_desc: "checkpoint".into(),
+                })?;
+                let mut shape = t.var.dims().to_vec();
+                if let Some(first) = shape.first_mut() {
+                    *first = *rows;
+                }
+                if piece.dims() != shape.as_slice() {
+                    return Err(ModelError::ShapeMismatch {
+                        name: name.clone(),
+                        expected: shape,
+                        actual: piece.dims().to_vec(),
+                    });
+                }
+                pieces.push(piece.to_device(&self.device)?.to_dtype(self.dtype)?);
+            }
+            let value = match pieces.len() {
+                1 => pieces.remove(0),
+                _ => Tensor::cat(&pieces, 0)?,
+            };
+            t.var.set(&value)?;
+        }
+        Ok(())
     }
 
     /// Attaches LoRA adapters to the target modules and freezes every base weight. `A` is drawn
@@ -248,13 +352,17 @@ impl Transformer {
         let scale = lora.alpha / lora.rank as f64;
         let mut attached = 0;
         for layer in &mut self.layers {
-            for (name, lin) in layer.linears_mut() {
-                lin.base_trainable = false;
+            layer.set_base_trainable(false);
+            let dims: Vec<(usize, usize)> = layer
+                .modules()
+                .iter()
+                .map(|(_, m)| m.weight().and_then(|w| Ok(w.dims2()?)))
+                .collect::<Result<_>>()?;
+            for ((name, slot), (out, inp)) in layer.lora_slots().into_iter().zip(dims) {
                 let module = name.rsplit('.').next().unwrap_or(name);
                 if !lora.target_modules.iter().any(|t| t == module) {
                     continue;
                 }
-                let (out, inp) = lin.weight.get(false).dims2()?;
                 let bound = 1.0 / (inp as f64).sqrt();
                 let a: Vec<f32> = (0..lora.rank * inp)
                     .map(|_| (rng.uniform() * 2.0 - 1.0) as f32 * bound as f32)
@@ -262,7 +370,7 @@ impl Transformer {
                 let a =
                     Tensor::from_vec(a, (lora.rank, inp), &self.device)?.to_dtype(self.dtype)?;
                 let b = Tensor::zeros((out, lora.rank), self.dtype, &self.device)?;
-                lin.lora = Some(LoraAdapter {
+                *slot = Some(LoraAdapter {
                     a: Param::new(a)?,
                     b: Param::new(b)?,
                     scale,
@@ -284,7 +392,7 @@ impl Transformer {
     pub fn has_lora(&self) -> bool {
         self.layers
             .iter()
-            .any(|l| l.linears().iter().any(|(_, lin)| lin.lora.is_some()))
+            .any(|l| l.modules().iter().any(|(_, m)| m.lora().is_some()))
     }
 
     /// An inference copy of the current weights with their own storage (LoRA merged in), so a
@@ -339,9 +447,9 @@ impl Transformer {
         let mut fresh = Self::from_tensors(self.cfg.clone(), all, self.dtype, &self.device)?;
         // Adapters are not part of an HF weight update; keep them.
         for (dst, src) in fresh.layers.iter_mut().zip(&self.layers) {
-            for ((_, d), (_, s)) in dst.linears_mut().into_iter().zip(src.linears()) {
-                d.lora = s.lora.clone();
-                d.base_trainable = s.base_trainable;
+            dst.set_base_trainable(src.o.base_trainable);
+            for ((_, d), (_, s)) in dst.lora_slots().into_iter().zip(src.modules()) {
+                *d = s.lora().cloned();
             }
         }
         fresh.base_trainable = self.base_trainable;

@@ -139,13 +139,32 @@ impl Transformer {
             }
         }
         let dev = &self.device;
-        let (cos, sin) = self.rope.cos_sin(&positions, self.dtype, dev)?;
-        let cos = cos.reshape((b, qmax, d / 2))?;
-        let sin = sin.reshape((b, qmax, d / 2))?;
-        let kv_dim = cfg.kv_dim();
-        let write_idx = Tensor::from_vec(write_slots, (b * qmax, 1), dev)?
-            .broadcast_as((b * qmax, kv_dim))?
-            .contiguous()?;
+        // The fused q/k/v epilogue (RoPE + cache write, `cache_write`) where every layer can take
+        // it: the in-place f32 path, no per-head norms, no adapter on q/k/v. Otherwise the ops.
+        let fused_qkv = in_place && !cfg.qk_norm && self.layers.iter().all(|l| !l.qkv.has_lora());
+        let (cos_h, sin_h) = self.rope.angles(&positions);
+        let (cos_h, sin_h): (Vec<f32>, Vec<f32>) = (
+            cos_h.iter().map(|&c| c as f32).collect(),
+            sin_h.iter().map(|&s| s as f32).collect(),
+        );
+        let unfused = if fused_qkv {
+            None
+        } else {
+            let (cos, sin) = self.rope.cos_sin(&positions, self.dtype, dev)?;
+            let cos = cos.reshape((b, qmax, d / 2))?;
+            let sin = sin.reshape((b, qmax, d / 2))?;
+            let write_idx = Tensor::from_slice(&write_slots, (b * qmax, 1), dev)?
+                .broadcast_as((b * qmax, cfg.kv_dim()))?
+                .contiguous()?;
+            Some((cos, sin, write_idx))
+        };
+        let qkv_shape = crate::cache_write::QkvShape {
+            batch: b,
+            qmax,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: d,
+        };
         // What the gathered attention needs: the read slots as an index tensor and the mask.
         let gathered = if in_place {
             None
@@ -168,25 +187,21 @@ impl Transformer {
         let mut x = self.embed_tokens(&tokens, false)?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm_fused(&x, layer.input_norm.get(false), cfg.rms_norm_eps)?;
-            let q = layer.q.forward(&h, mode)?.reshape((b, qmax, nh, d))?;
-            let k = layer.k.forward(&h, mode)?.reshape((b, qmax, nkv, d))?;
-            let v = layer.v.forward(&h, mode)?;
-            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
-                (Some(qn), Some(kn)) => (
-                    rms_norm_fused(&q, qn.get(false), cfg.rms_norm_eps)?,
-                    rms_norm_fused(&k, kn.get(false), cfg.rms_norm_eps)?,
-                ),
-                _ => (q, k),
-            };
-            let q = apply_rope_infer(&q.transpose(1, 2)?, &cos, &sin)?;
-            let k = apply_rope_infer(&k.transpose(1, 2)?, &cos, &sin)?;
-            let k_rows = k
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b * qmax, kv_dim))?;
             let (kpool, vpool) = cache.layer(li);
-            kpool.scatter_set(&write_idx, &k_rows, 0)?;
-            vpool.scatter_set(&write_idx, &v.contiguous()?, 0)?;
+            let q = match &unfused {
+                None => crate::cache_write::rope_and_write(
+                    &layer.qkv.forward_packed(&h, mode)?,
+                    kpool,
+                    vpool,
+                    &write_slots,
+                    &cos_h,
+                    &sin_h,
+                    qkv_shape,
+                )?,
+                Some((cos, sin, write_idx)) => {
+                    self.qkv_unfused(layer, &h, (kpool, vpool), (cos, sin, write_idx), qkv_shape)?
+                }
+            };
             let y = match &gathered {
                 None => crate::paged_attention::paged_attention(
                     &q,
@@ -203,11 +218,50 @@ impl Transformer {
             };
             x = (x + layer.o.forward(&y, mode)?)?;
             let h = rms_norm_fused(&x, layer.post_norm.get(false), cfg.rms_norm_eps)?;
-            let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h, mode)?)?
-                * layer.up.forward(&h, mode)?)?;
+            let mlp = layer.swiglu(&h, mode)?;
             x = (x + layer.down.forward(&mlp, mode)?)?;
         }
         self.step_logits(seqs, x, want, qmax)
+    }
+
+    /// The q/k/v epilogue with candle ops (any dtype or device, Qwen3's per-head norms, LoRA on
+    /// q/k/v): split, norm, RoPE, keys and values scattered into the pools. Returns the rotated
+    /// queries `[b, heads, qmax, d]`.
+    fn qkv_unfused(
+        &self,
+        layer: &super::Layer,
+        h: &Tensor,
+        (kpool, vpool): (&Tensor, &Tensor),
+        (cos, sin, write_idx): (&Tensor, &Tensor, &Tensor),
+        shape: crate::cache_write::QkvShape,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, qmax, nh, nkv, d) = (
+            shape.batch,
+            shape.qmax,
+            shape.heads,
+            shape.kv_heads,
+            shape.head_dim,
+        );
+        let [q, k, v] = layer.qkv.forward::<3>(h, ForwardMode::INFER)?;
+        let q = q.reshape((b, qmax, nh, d))?;
+        let k = k.reshape((b, qmax, nkv, d))?;
+        let (q, k) = match (&layer.q_norm, &layer.k_norm) {
+            (Some(qn), Some(kn)) => (
+                rms_norm_fused(&q, qn.get(false), cfg.rms_norm_eps)?,
+                rms_norm_fused(&k, kn.get(false), cfg.rms_norm_eps)?,
+            ),
+            _ => (q, k),
+        };
+        let q = apply_rope_infer(&q.transpose(1, 2)?, cos, sin)?;
+        let k = apply_rope_infer(&k.transpose(1, 2)?, cos, sin)?;
+        let k_rows = k
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * qmax, cfg.kv_dim()))?;
+        kpool.scatter_set(write_idx, &k_rows, 0)?;
+        vpool.scatter_set(write_idx, &v.contiguous()?, 0)?;
+        Ok(q)
     }
 
     /// The general attention of the inference step: gathers every sequence's context from the

@@ -104,9 +104,10 @@ impl Transformer {
         let scale = 1.0 / (d as f64).sqrt();
         let track_base = mode.track && self.base_trainable;
         let h = rms_norm(x, layer.input_norm.get(track_base), cfg.rms_norm_eps)?;
-        let q = layer.q.forward(&h, mode)?.reshape((b, t, nh, d))?;
-        let k = layer.k.forward(&h, mode)?.reshape((b, t, nkv, d))?;
-        let v = layer.v.forward(&h, mode)?.reshape((b, t, nkv, d))?;
+        let [q, k, v] = layer.qkv.forward::<3>(&h, mode)?;
+        let q = q.reshape((b, t, nh, d))?;
+        let k = k.reshape((b, t, nkv, d))?;
+        let v = v.reshape((b, t, nkv, d))?;
         let (q, k) = match (&layer.q_norm, &layer.k_norm) {
             (Some(qn), Some(kn)) => (
                 rms_norm(&q, qn.get(track_base), cfg.rms_norm_eps)?,
@@ -164,12 +165,7 @@ impl Transformer {
             .reshape((b * t, nh * d))?;
         let x = (x + layer.o.forward(&y, mode)?)?;
         let h = rms_norm(&x, layer.post_norm.get(track_base), cfg.rms_norm_eps)?;
-        let (gate, up) = (layer.gate.forward(&h, mode)?, layer.up.forward(&h, mode)?);
-        let mlp = if ctx.fused {
-            crate::ops::swiglu(&gate, &up)?
-        } else {
-            (candle_nn::ops::silu(&gate)? * up)?
-        };
+        let mlp = layer.swiglu(&h, mode)?;
         let x = (&x + layer.down.forward(&mlp, mode)?)?;
         Ok((x, k, v))
     }

@@ -239,3 +239,26 @@ fn swiglu_matches_composed() {
         1e-12,
     );
 }
+
+#[test]
+fn packed_swiglu_matches_composed() {
+    // Rows long enough (i = 700) that a parallel task holds several rows, plus a ragged last task.
+    for (n, i) in [(4usize, 9usize), (13, 700)] {
+        check(
+            |gu| packed_swiglu(gu).unwrap(),
+            |gu| {
+                let gate = gu.narrow(1, 0, i).unwrap();
+                let up = gu.narrow(1, i, i).unwrap();
+                (candle_nn::ops::silu(&gate).unwrap() * up).unwrap()
+            },
+            rand(&[n, 2 * i], 11),
+        );
+    }
+    // Its rounding is the unpacked kernel's, element for element (f32).
+    let gu = rand(&[5, 18], 12).to_dtype(DType::F32).unwrap();
+    let (gate, up) = (gu.narrow(1, 0, 9).unwrap(), gu.narrow(1, 9, 9).unwrap());
+    let a = packed_swiglu(&gu).unwrap().flatten_all().unwrap();
+    let b = swiglu(&gate, &up).unwrap().flatten_all().unwrap();
+    assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+    assert!(packed_swiglu(&rand(&[3, 7], 1)).is_err(), "odd width");
+}
