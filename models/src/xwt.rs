@@ -137,7 +137,9 @@ fn kernel() -> Kernel {
 }
 
 /// A task with few rows of `x`: each weight row in address order, dotted with every row of `x`
-/// (16 accumulators, vectorised by the compiler with AVX2 + FMA where the CPU has them).
+/// (16 accumulators, vectorised by the compiler with AVX2 + FMA where the CPU has them, also on
+/// AVX-512 CPUs: an explicit AVX-512 loop with four 16-lane accumulators per row, with or
+/// without software prefetch, was 3–10 % slower at batch-1 decode on an AVX-512 EPYC).
 fn stream(x: &[f32], m: usize, k: usize, w: &[f32], out: Out, kern: Kernel) {
     #[inline(always)]
     fn rows(x: &[f32], m: usize, k: usize, w: &[f32], out: Out) {
@@ -152,14 +154,12 @@ fn stream(x: &[f32], m: usize, k: usize, w: &[f32], out: Out, kern: Kernel) {
     fn rows_avx2(x: &[f32], m: usize, k: usize, w: &[f32], out: Out) {
         rows(x, m, k, w, out)
     }
-    #[cfg(target_arch = "x86_64")]
-    if kern != Kernel::Portable {
+    match kern {
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512 and AVX2 kernels are only chosen on CPUs with AVX2 + FMA.
-        unsafe { rows_avx2(x, m, k, w, out) };
-        return;
+        Kernel::Avx512 | Kernel::Avx2 => unsafe { rows_avx2(x, m, k, w, out) },
+        _ => rows(x, m, k, w, out),
     }
-    let _ = kern;
-    rows(x, m, k, w, out)
 }
 
 /// One task: the columns of `out` that `w` `[rows, k]` (a block of weight rows) gives.
@@ -410,12 +410,15 @@ fn matmul_xwt_with(x: &Tensor, w: &Tensor, kern: Kernel) -> candle_core::Result<
     let xv = contiguous_f32(&xs, xl, "matmul_xwt: x")?;
     let (storage, layout) = w.storage_and_layout();
     let wv = contiguous_f32(&storage, layout, "matmul_xwt: weight")?;
-    let mut out = vec![0f32; m * n];
+    // Every element is written exactly once by the tasks below (their tiles cover the whole
+    // `[m, n]`), so the buffer is not zeroed first (a 25 MB memset per step for the LM head at
+    // 128 sequences).
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let sink = Out {
         ptr: out.as_mut_ptr(),
         ld: n,
         col0: 0,
-        len: out.len(),
+        len: m * n,
     };
     (0..n.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
@@ -426,6 +429,8 @@ fn matmul_xwt_with(x: &Tensor, w: &Tensor, kern: Kernel) -> candle_core::Result<
         });
     drop(storage);
     drop(xs);
+    // SAFETY: the tasks have written all m · n elements (see above); f32 has no invalid values.
+    unsafe { out.set_len(m * n) };
     Tensor::from_vec(out, (m, n), x.device())
 }
 
