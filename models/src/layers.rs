@@ -56,13 +56,18 @@ pub struct ForwardMode {
     pub track: bool,
     /// Apply LoRA adapters (false evaluates the base model, i.e. the reference policy).
     pub adapters: bool,
+    /// The inference step: products of at most [`crate::xwt::MAX_ROWS`] rows take the unpacked
+    /// `xwt` kernel. The training forward (with or without a graph) keeps candle's matmul, so
+    /// its numbers do not depend on how a batch is split into micro-batches.
+    pub step: bool,
 }
 
 impl ForwardMode {
-    /// Inference: no graph, adapters on.
+    /// Inference: no graph, adapters on, the step's kernels.
     pub const INFER: Self = Self {
         track: false,
         adapters: true,
+        step: true,
     };
 }
 
@@ -94,7 +99,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
         let track_base = mode.track && self.base_trainable;
         let w = self.weight.get(track_base);
-        let mut y = if !mode.track && crate::xwt::applies(x, w) {
+        let mut y = if mode.step && !mode.track && crate::xwt::applies(x, w) {
             crate::xwt::matmul_xwt(x, w)?
         } else {
             x.matmul(&w.t()?)?

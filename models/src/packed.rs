@@ -106,7 +106,7 @@ impl PackedLinear {
     pub fn forward_packed(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
         let track_base = mode.track && self.base_trainable;
         let w = self.weight.get(track_base);
-        let mut y = if !mode.track && crate::xwt::applies(x, w) {
+        let mut y = if mode.step && !mode.track && crate::xwt::applies(x, w) {
             crate::xwt::matmul_xwt(x, w)?
         } else {
             x.matmul(&w.t()?)?
@@ -224,6 +224,7 @@ mod tests {
         let mode = ForwardMode {
             track: true,
             adapters: true,
+            step: false,
         };
         let got: [Tensor; 3] = packed.forward(x.as_tensor(), mode).unwrap();
         let want: Vec<Tensor> = separate

@@ -236,7 +236,7 @@ impl Transformer {
             Some(head) => head.forward(hidden, mode)?,
             None => {
                 let w = self.embed.get(mode.track && self.base_trainable);
-                if !mode.track && crate::xwt::applies(hidden, w) {
+                if mode.step && !mode.track && crate::xwt::applies(hidden, w) {
                     crate::xwt::matmul_xwt(hidden, w)?
                 } else {
                     hidden.matmul(&w.t()?)?

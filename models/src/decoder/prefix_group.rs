@@ -70,6 +70,7 @@ impl Transformer {
         let mode = ForwardMode {
             track: opts.track,
             adapters: opts.adapters,
+            step: false,
         };
         let (p, n) = (prompt.len(), completions.len());
         let lengths: Vec<usize> = completions.iter().map(Vec::len).collect();

@@ -123,6 +123,7 @@ impl Transformer {
         let mode = ForwardMode {
             track: false,
             adapters: true,
+            step: false,
         };
         let hidden = self.hidden_train(&ids, b, t, lengths, mode)?;
         Ok(self
@@ -145,6 +146,7 @@ impl Transformer {
         let mode = ForwardMode {
             track: opts.track,
             adapters: opts.adapters,
+            step: false,
         };
         Ok(self
             .hidden_train(&ids, b, t, lengths, mode)?
@@ -163,6 +165,7 @@ impl Transformer {
         let mode = ForwardMode {
             track: opts.track,
             adapters: opts.adapters,
+            step: false,
         };
         let hidden = self.hidden_train(&ids, b, t, lengths, mode)?;
         let out = self.logprobs_from_hidden(&hidden, &ids, b, t, lengths, mode, opts)?;
@@ -184,6 +187,7 @@ impl Transformer {
         let mode = ForwardMode {
             track: opts.track,
             adapters: opts.adapters,
+            step: false,
         };
         let hidden = self.hidden_train(&ids, b, t, lengths, mode)?;
         self.logprobs_from_hidden(&hidden, &ids, b, t, lengths, mode, opts)
