@@ -97,7 +97,7 @@ unsafe impl Sync for Out {}
 
 impl Out {
     /// The same result, columns counted from `col0`.
-    fn from_col(self, col0: usize) -> Self {
+    fn starting_at(self, col0: usize) -> Self {
         Self { col0, ..self }
     }
 
@@ -424,7 +424,7 @@ fn matmul_xwt_with(x: &Tensor, w: &Tensor, kern: Kernel) -> candle_core::Result<
         .into_par_iter()
         .for_each(|t| {
             let (c0, c1) = (t * ROWS_PER_TASK, ((t + 1) * ROWS_PER_TASK).min(n));
-            let out = sink.from_col(c0);
+            let out = sink.starting_at(c0);
             task(xv, m, k, &wv[c0 * k..c1 * k], out, kern);
         });
     drop(storage);
