@@ -189,207 +189,138 @@ fn task(x: &[f32], m: usize, k: usize, w: &[f32], out: Out, kern: Kernel) {
     }
 }
 
+/// One ISA's tile kernel, as a module: `tile::<RM, RN>` (register tile), `dispatch` (a tile of
+/// any size up to the maximum, for the edges) and `task` (one block of weight rows). The two
+/// x86 modules differ only in the vector type, its width and its intrinsics.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::Out;
-    use std::arch::x86_64::*;
+macro_rules! tile_kernel {
+    (
+        $module:ident, $feature:literal, $vec:ty, $lanes:literal,
+        zero: $zero:ident, load: $load:ident, fma: $fma:ident, hsum: $hsum:path,
+        tile: $max_rm:literal x $max_rn:literal, arms: [$($a:literal $b:literal),*]
+    ) => {
+        mod $module {
+            use super::Out;
+            #[allow(unused_imports)]
+            use std::arch::x86_64::*;
 
-    /// `RM × RN` outputs: element `(r + i, c + j)` = `x_i · w_j`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const RM: usize, const RN: usize>(
-        x: &[f32],
-        w: &[f32],
-        k: usize,
-        out: Out,
-        c: usize,
-        r: usize,
-    ) {
-        debug_assert!(x.len() >= RM * k && w.len() >= RN * k);
-        let kv = k / 16 * 16;
-        let mut acc = [[_mm512_setzero_ps(); RN]; RM];
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        let mut p = 0;
-        while p < kv {
-            // SAFETY: p + 16 <= kv <= k, so every load stays inside its row of `x` or `w`.
-            let mut wv = [_mm512_setzero_ps(); RN];
-            for (j, v) in wv.iter_mut().enumerate() {
-                *v = unsafe { _mm512_loadu_ps(wp.add(j * k + p)) };
-            }
-            for (i, a) in acc.iter_mut().enumerate() {
-                // SAFETY: as above.
-                let xv = unsafe { _mm512_loadu_ps(xp.add(i * k + p)) };
-                for j in 0..RN {
-                    a[j] = _mm512_fmadd_ps(xv, wv[j], a[j]);
+            /// `RM × RN` outputs: element `(r + i, c + j)` = `x_i · w_j`.
+            #[inline]
+            #[target_feature(enable = $feature)]
+            unsafe fn tile<const RM: usize, const RN: usize>(
+                x: &[f32],
+                w: &[f32],
+                k: usize,
+                out: Out,
+                c: usize,
+                r: usize,
+            ) {
+                debug_assert!(x.len() >= RM * k && w.len() >= RN * k);
+                let kv = k / $lanes * $lanes;
+                let mut acc = [[$zero(); RN]; RM];
+                let (xp, wp) = (x.as_ptr(), w.as_ptr());
+                let mut p = 0;
+                while p < kv {
+                    let mut wv = [$zero(); RN];
+                    for (j, v) in wv.iter_mut().enumerate() {
+                        // SAFETY: p + lanes <= kv <= k: inside row j of `w`.
+                        *v = unsafe { $load(wp.add(j * k + p)) };
+                    }
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: as above, inside row i of `x`.
+                        let xv = unsafe { $load(xp.add(i * k + p)) };
+                        for j in 0..RN {
+                            a[j] = $fma(xv, wv[j], a[j]);
+                        }
+                    }
+                    p += $lanes;
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    for j in 0..RN {
+                        let mut s = $hsum(a[j]);
+                        for q in kv..k {
+                            s += x[i * k + q] * w[j * k + q];
+                        }
+                        out.write(r + i, c + j, s);
+                    }
                 }
             }
-            p += 16;
-        }
-        for (i, a) in acc.iter().enumerate() {
-            for j in 0..RN {
-                let mut s = _mm512_reduce_add_ps(a[j]);
-                for q in kv..k {
-                    s += x[i * k + q] * w[j * k + q];
-                }
-                out.write(r + i, c + j, s);
-            }
-        }
-    }
 
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dispatch(
-        rm: usize,
-        rn: usize,
-        x: &[f32],
-        w: &[f32],
-        k: usize,
-        out: Out,
-        c: usize,
-        r: usize,
-    ) {
-        macro_rules! arms {
-            ($($a:literal $b:literal),*) => {
+            /// A tile of `rm × rn` (at most the maximum) outputs from rows `r..` of `x` and
+            /// `c..` of the task's weight rows.
+            #[allow(clippy::too_many_arguments)]
+            #[inline]
+            #[target_feature(enable = $feature)]
+            unsafe fn dispatch(
+                rm: usize,
+                rn: usize,
+                x: &[f32],
+                w: &[f32],
+                k: usize,
+                out: Out,
+                c: usize,
+                r: usize,
+            ) {
                 match (rm, rn) {
                     // SAFETY: the caller checked the CPU features.
                     $(($a, $b) => unsafe { tile::<$a, $b>(x, w, k, out, c, r) },)*
-                    _ => unreachable!("tile sizes are at most 4 x 6"),
+                    _ => unreachable!("tiles are at most {} x {}", $max_rm, $max_rn),
                 }
-            };
-        }
-        arms!(4 6, 4 5, 4 4, 4 3, 4 2, 4 1, 3 6, 3 5, 3 4, 3 3, 3 2, 3 1,
-              2 6, 2 5, 2 4, 2 3, 2 2, 2 1, 1 6, 1 5, 1 4, 1 3, 1 2, 1 1)
-    }
+            }
 
-    /// One task with AVX-512 tiles of 4 × 6 (smaller at the edges).
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn task(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: Out) {
-        let mut c = 0;
-        while c < n {
-            let rn = 6.min(n - c);
-            // Fetch the next tile's weight rows while this one computes: they are short
-            // streams the hardware prefetchers would pick up only after the first misses.
-            let next = &w[((c + rn) * k).min(w.len())..((c + 2 * rn) * k).min(w.len())];
-            for line in next.chunks(16) {
-                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            /// One task: tiles of `max_rm × max_rn` (smaller at the edges). Before each column
+            /// of tiles, the next tile's weight rows are prefetched: they are short streams the
+            /// hardware prefetchers pick up only after the first misses.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn task(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: Out) {
+                let mut c = 0;
+                while c < n {
+                    let rn = ($max_rn as usize).min(n - c);
+                    let next = &w[((c + rn) * k).min(w.len())..((c + 2 * rn) * k).min(w.len())];
+                    for line in next.chunks(16) {
+                        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                    }
+                    let mut r = 0;
+                    while r < m {
+                        let rm = ($max_rm as usize).min(m - r);
+                        let (xs, ws) = (&x[r * k..(r + rm) * k], &w[c * k..(c + rn) * k]);
+                        // SAFETY: the caller checked the CPU features.
+                        unsafe { dispatch(rm, rn, xs, ws, k, out, c, r) };
+                        r += rm;
+                    }
+                    c += rn;
+                }
             }
-            let mut r = 0;
-            while r < m {
-                let rm = 4.min(m - r);
-                let (xs, ws) = (&x[r * k..(r + rm) * k], &w[c * k..(c + rn) * k]);
-                // SAFETY: the caller checked the CPU features.
-                unsafe { dispatch(rm, rn, xs, ws, k, out, c, r) };
-                r += rm;
-            }
-            c += rn;
         }
-    }
+    };
+}
+
+/// Horizontal sum of an AVX2 vector.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::Out;
-    use std::arch::x86_64::*;
+tile_kernel!(avx512, "avx512f", __m512, 16,
+    zero: _mm512_setzero_ps, load: _mm512_loadu_ps, fma: _mm512_fmadd_ps, hsum: _mm512_reduce_add_ps,
+    tile: 4 x 6,
+    arms: [4 6, 4 5, 4 4, 4 3, 4 2, 4 1, 3 6, 3 5, 3 4, 3 3, 3 2, 3 1,
+           2 6, 2 5, 2 4, 2 3, 2 2, 2 1, 1 6, 1 5, 1 4, 1 3, 1 2, 1 1]);
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
-
-    /// `RM × RN` outputs: element `(r + i, c + j)` = `x_i · w_j`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const RM: usize, const RN: usize>(
-        x: &[f32],
-        w: &[f32],
-        k: usize,
-        out: Out,
-        c: usize,
-        r: usize,
-    ) {
-        debug_assert!(x.len() >= RM * k && w.len() >= RN * k);
-        let kv = k / 8 * 8;
-        let mut acc = [[_mm256_setzero_ps(); RN]; RM];
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        let mut p = 0;
-        while p < kv {
-            // SAFETY: p + 8 <= kv <= k, so every load stays inside its row of `x` or `w`.
-            let mut wv = [_mm256_setzero_ps(); RN];
-            for (j, v) in wv.iter_mut().enumerate() {
-                *v = unsafe { _mm256_loadu_ps(wp.add(j * k + p)) };
-            }
-            for (i, a) in acc.iter_mut().enumerate() {
-                // SAFETY: as above.
-                let xv = unsafe { _mm256_loadu_ps(xp.add(i * k + p)) };
-                for j in 0..RN {
-                    a[j] = _mm256_fmadd_ps(xv, wv[j], a[j]);
-                }
-            }
-            p += 8;
-        }
-        for (i, a) in acc.iter().enumerate() {
-            for j in 0..RN {
-                let mut s = hsum(a[j]);
-                for q in kv..k {
-                    s += x[i * k + q] * w[j * k + q];
-                }
-                out.write(r + i, c + j, s);
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dispatch(
-        rm: usize,
-        rn: usize,
-        x: &[f32],
-        w: &[f32],
-        k: usize,
-        out: Out,
-        c: usize,
-        r: usize,
-    ) {
-        macro_rules! arms {
-            ($($a:literal $b:literal),*) => {
-                match (rm, rn) {
-                    // SAFETY: the caller checked the CPU features.
-                    $(($a, $b) => unsafe { tile::<$a, $b>(x, w, k, out, c, r) },)*
-                    _ => unreachable!("tile sizes are at most 4 x 3"),
-                }
-            };
-        }
-        arms!(4 3, 4 2, 4 1, 3 3, 3 2, 3 1, 2 3, 2 2, 2 1, 1 3, 1 2, 1 1)
-    }
-
-    /// One task with AVX2 tiles of 4 × 3 (smaller at the edges).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn task(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: Out) {
-        let mut c = 0;
-        while c < n {
-            let rn = 3.min(n - c);
-            let mut r = 0;
-            while r < m {
-                let rm = 4.min(m - r);
-                let (xs, ws) = (&x[r * k..(r + rm) * k], &w[c * k..(c + rn) * k]);
-                // SAFETY: the caller checked the CPU features.
-                unsafe { dispatch(rm, rn, xs, ws, k, out, c, r) };
-                r += rm;
-            }
-            c += rn;
-        }
-    }
-}
+#[cfg(target_arch = "x86_64")]
+tile_kernel!(avx2, "avx2,fma", __m256, 8,
+    zero: _mm256_setzero_ps, load: _mm256_loadu_ps, fma: _mm256_fmadd_ps, hsum: super::hsum256,
+    tile: 4 x 3,
+    arms: [4 3, 4 2, 4 1, 3 3, 3 2, 3 1, 2 3, 2 2, 2 1, 1 3, 1 2, 1 1]);
 
 /// `x · wᵀ` for `x` `[m, k]` (m ≤ [`MAX_ROWS`]) and `w` `[n, k]`, f32 on the CPU. No gradient.
 pub fn matmul_xwt(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
