@@ -28,6 +28,19 @@ pub enum StepLogits {
     All,
 }
 
+/// How a step turns each layer's q/k/v output into rotated queries and cached keys/values, with
+/// the per-step tables it needs.
+enum QkvEpilogue {
+    /// `cache_write::rope_and_write` with host RoPE tables (f32, `d/2` per row).
+    Fused { cos: Vec<f32>, sin: Vec<f32> },
+    /// Candle ops: RoPE tables as tensors `[b, qmax, d/2]` and the scatter index of the slots.
+    Ops {
+        cos: Tensor,
+        sin: Tensor,
+        write_idx: Tensor,
+    },
+}
+
 impl Transformer {
     // ----------------------------------------------------------------------------------------
     // Inference
@@ -142,21 +155,22 @@ impl Transformer {
         // The fused q/k/v epilogue (RoPE + cache write, `cache_write`) where every layer can take
         // it: the in-place f32 path, no per-head norms, no adapter on q/k/v. Otherwise the ops.
         let fused_qkv = in_place && !cfg.qk_norm && self.layers.iter().all(|l| !l.qkv.has_lora());
-        let (cos_h, sin_h) = self.rope.angles(&positions);
-        let (cos_h, sin_h): (Vec<f32>, Vec<f32>) = (
-            cos_h.iter().map(|&c| c as f32).collect(),
-            sin_h.iter().map(|&s| s as f32).collect(),
-        );
-        let unfused = if fused_qkv {
-            None
+        // The RoPE tables once per step, in the form the chosen epilogue reads.
+        let epilogue = if fused_qkv {
+            let (cos, sin) = self.rope.angles(&positions);
+            QkvEpilogue::Fused {
+                cos: cos.iter().map(|&c| c as f32).collect(),
+                sin: sin.iter().map(|&s| s as f32).collect(),
+            }
         } else {
             let (cos, sin) = self.rope.cos_sin(&positions, self.dtype, dev)?;
-            let cos = cos.reshape((b, qmax, d / 2))?;
-            let sin = sin.reshape((b, qmax, d / 2))?;
-            let write_idx = Tensor::from_slice(&write_slots, (b * qmax, 1), dev)?
-                .broadcast_as((b * qmax, cfg.kv_dim()))?
-                .contiguous()?;
-            Some((cos, sin, write_idx))
+            QkvEpilogue::Ops {
+                cos: cos.reshape((b, qmax, d / 2))?,
+                sin: sin.reshape((b, qmax, d / 2))?,
+                write_idx: Tensor::from_slice(&write_slots, (b * qmax, 1), dev)?
+                    .broadcast_as((b * qmax, cfg.kv_dim()))?
+                    .contiguous()?,
+            }
         };
         let qkv_shape = crate::cache_write::QkvShape {
             batch: b,
@@ -188,17 +202,21 @@ impl Transformer {
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm_fused(&x, layer.input_norm.get(false), cfg.rms_norm_eps)?;
             let (kpool, vpool) = cache.layer(li);
-            let q = match &unfused {
-                None => crate::cache_write::rope_and_write(
+            let q = match &epilogue {
+                QkvEpilogue::Fused { cos, sin } => crate::cache_write::rope_and_write(
                     &layer.qkv.forward_packed(&h, mode)?,
                     kpool,
                     vpool,
                     &write_slots,
-                    &cos_h,
-                    &sin_h,
+                    cos,
+                    sin,
                     qkv_shape,
                 )?,
-                Some((cos, sin, write_idx)) => {
+                QkvEpilogue::Ops {
+                    cos,
+                    sin,
+                    write_idx,
+                } => {
                     self.qkv_unfused(layer, &h, (kpool, vpool), (cos, sin, write_idx), qkv_shape)?
                 }
             };
