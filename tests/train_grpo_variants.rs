@@ -112,10 +112,11 @@ fn shared_prefix_forward_gives_the_plain_forwards_update() {
     ];
     let plain = tempfile::tempdir().unwrap();
     let shared = tempfile::tempdir().unwrap();
-    let a = run(plain.path(), &common);
-    let mut sets = common.to_vec();
-    sets.push("algorithm.shared_prefix=true");
-    let b = run(shared.path(), &sets);
+    let mut plain_sets = common.to_vec();
+    plain_sets.push("algorithm.shared_prefix=false");
+    let a = run(plain.path(), &plain_sets);
+    // The default (GRPO, n >= 2) is the shared-prefix forward.
+    let b = run(shared.path(), &common);
     assert_eq!(a.len(), 2);
     for (x, y) in a.iter().zip(&b) {
         let (gx, gy) = (f(x, "grad_norm"), f(y, "grad_norm"));

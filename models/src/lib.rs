@@ -8,7 +8,8 @@
 //!   ops with a correct backward are used (no fused rms_norm / rope / softmax_last_dim); the LM
 //!   head runs chunk by chunk over token rows so full `[tokens × vocab]` logits are never kept for
 //!   backward, and a group's shared prompt can be encoded once for all its completions
-//!   (`Transformer::group_token_logprobs`);
+//!   (`Transformer::group_token_logprobs`; all the groups of a micro-batch in one forward with
+//!   `Transformer::groups_token_logprobs`);
 //! - the *inference step* over a batch of sequences of different lengths and positions that read and
 //!   append to a paged KV cache (`kv_cache`); sequences of one group share their prompt's blocks.
 //!
@@ -44,8 +45,8 @@ pub mod xwt;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
 pub use decoder::{
-    GroupLogprobs, LogitChunks, StepLogits, StepSeq, TokenLogprobs, TrainForward, TrainableVar,
-    Transformer,
+    GroupLogprobs, LogitChunks, PromptGroup, StepLogits, StepSeq, TokenLogprobs, TrainForward,
+    TrainableVar, Transformer,
 };
 pub use error::{ModelError, Result};
 pub use gguf::{load_gguf, GgufModel};

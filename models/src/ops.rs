@@ -85,7 +85,9 @@ macro_rules! dispatch2 {
 /// Which keys each query row may attend to.
 #[derive(Debug, Clone)]
 struct RowMask {
-    /// Real length of each batch row.
+    /// First real key of each batch row (0 unless the row is left-padded).
+    starts: Arc<Vec<usize>>,
+    /// Real length of each batch row (one past its last real key).
     lengths: Arc<Vec<usize>>,
     /// Rows (`query positions × heads`) per batch element.
     rows_per_batch: usize,
@@ -97,15 +99,17 @@ struct RowMask {
 }
 
 impl RowMask {
-    /// Number of leading keys row `r` may see (keys are then `0..limit`).
-    fn limit(&self, r: usize, _t_k: usize) -> usize {
+    /// The keys `start..end` row `r` may see: a real query at key position `i` sees
+    /// `start..=i`; a padded one (before `start` or at or after the row's length) sees every real
+    /// key, so no softmax row is empty.
+    fn window(&self, r: usize, t_k: usize) -> (usize, usize) {
         let b = r / self.rows_per_batch;
         let i = r % self.t_q + self.q_offset;
-        let len = self.lengths[b];
-        if i < len {
-            i + 1
+        let (start, len) = (self.starts[b], self.lengths[b].min(t_k));
+        if i >= start && i < len {
+            (start, i + 1)
         } else {
-            len
+            (start.min(len), len)
         }
     }
 }
@@ -120,15 +124,15 @@ fn softmax_rows<T: Float + Send + Sync>(x: &[T], t_k: usize, mask: &RowMask, sca
         .zip(x.par_chunks(t_k))
         .enumerate()
         .for_each(|(r, (o, xr))| {
-            let lim = mask.limit(r, t_k).min(t_k);
-            let m = xr[..lim].iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+            let (s, e) = mask.window(r, t_k);
+            let m = xr[s..e].iter().fold(T::neg_infinity(), |a, &b| a.max(b));
             let mut sum = T::zero();
-            for (oj, &xj) in o[..lim].iter_mut().zip(&xr[..lim]) {
+            for (oj, &xj) in o[s..e].iter_mut().zip(&xr[s..e]) {
                 *oj = ((xj - m) * scale).exp();
                 sum = sum + *oj;
             }
             let inv = T::one() / sum;
-            o[..lim].iter_mut().for_each(|v| *v = *v * inv);
+            o[s..e].iter_mut().for_each(|v| *v = *v * inv);
         });
     out
 }
@@ -146,12 +150,12 @@ fn softmax_grad_rows<T: Float + Send + Sync>(
         .zip(y.par_chunks(t_k).zip(g.par_chunks(t_k)))
         .enumerate()
         .for_each(|(r, (o, (yr, gr)))| {
-            let lim = mask.limit(r, t_k).min(t_k);
-            let dot = yr[..lim]
+            let (s, e) = mask.window(r, t_k);
+            let dot = yr[s..e]
                 .iter()
-                .zip(&gr[..lim])
+                .zip(&gr[s..e])
                 .fold(T::zero(), |a, (&y, &g)| a + y * g);
-            for j in 0..lim {
+            for j in s..e {
                 o[j] = scale * yr[j] * (gr[j] - dot);
             }
         });
@@ -220,17 +224,40 @@ pub fn masked_softmax_offset(
     scale: f64,
     q_offset: usize,
 ) -> candle_core::Result<Tensor> {
+    masked_softmax_window(scores, &vec![0; lengths.len()], lengths, scale, q_offset)
+}
+
+/// [`masked_softmax_offset`] over left-padded rows: batch row `b`'s real keys are
+/// `starts[b]..lengths[b]`. A query at key position `i = q_offset + row` in that window sees
+/// `starts[b]..=i`; a query outside it (padding) sees every real key. Several groups of
+/// different prompt lengths batched behind one left-padded prefix block use this mask.
+pub fn masked_softmax_window(
+    scores: &Tensor,
+    starts: &[usize],
+    lengths: &[usize],
+    scale: f64,
+    q_offset: usize,
+) -> candle_core::Result<Tensor> {
     let dims = scores.dims();
     let n = dims.len();
-    if n < 3 || dims[0] != lengths.len() {
+    if n < 3 || dims[0] != lengths.len() || starts.len() != lengths.len() {
         candle_core::bail!(
-            "masked_softmax: bad shape {dims:?} for {} lengths",
-            lengths.len()
+            "masked_softmax: bad shape {dims:?} for {} lengths and {} starts",
+            lengths.len(),
+            starts.len()
+        );
+    }
+    if let Some(b) = (0..lengths.len()).find(|&b| starts[b] >= lengths[b]) {
+        candle_core::bail!(
+            "masked_softmax: row {b} has no real key (start {} >= length {})",
+            starts[b],
+            lengths[b]
         );
     }
     let t_q = dims[n - 2];
     let rows_per_batch = dims[1..n - 1].iter().product();
     let mask = RowMask {
+        starts: Arc::new(starts.to_vec()),
         lengths: Arc::new(lengths.to_vec()),
         rows_per_batch,
         t_q,
@@ -599,19 +626,31 @@ struct Rope {
     sin: Arc<Vec<f64>>,
     t: usize,
     sign: f64,
+    /// The tables hold one `t × d/2` block per batch row (each row at its own positions)
+    /// instead of one block shared by the batch.
+    per_row: bool,
 }
 
-fn rope_kernel<T: Float + Send + Sync + Default>(x: &[T], op: &Rope, d: usize) -> Vec<T> {
+fn rope_kernel<T: Float + Send + Sync + Default>(
+    x: &[T],
+    op: &Rope,
+    heads: usize,
+    d: usize,
+) -> Vec<T> {
     let half = d / 2;
     let mut out = vec![T::default(); x.len()];
     out.par_chunks_mut(d * op.t)
         .zip(x.par_chunks(d * op.t))
-        .for_each(|(o, xs)| {
+        .enumerate()
+        .for_each(|(c, (o, xs))| {
+            let block = if op.per_row {
+                (c / heads) * op.t * half
+            } else {
+                0
+            };
             for ti in 0..op.t {
-                let (cs, sn) = (
-                    &op.cos[ti * half..(ti + 1) * half],
-                    &op.sin[ti * half..(ti + 1) * half],
-                );
+                let at = block + ti * half;
+                let (cs, sn) = (&op.cos[at..at + half], &op.sin[at..at + half]);
                 let (xr, orow) = (&xs[ti * d..(ti + 1) * d], &mut o[ti * d..(ti + 1) * d]);
                 for i in 0..half {
                     let c = T::from(cs[i]).unwrap_or_else(T::one);
@@ -632,11 +671,13 @@ impl CustomOp1 for Rope {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let dims = l.dims();
         let d = *dims.last().unwrap_or(&0);
-        if dims.len() != 4 || dims[2] != self.t || self.cos.len() != self.t * d / 2 {
+        let blocks = if self.per_row { dims[0] } else { 1 };
+        if dims.len() != 4 || dims[2] != self.t || self.cos.len() != blocks * self.t * d / 2 {
             candle_core::bail!("rope: shape {dims:?} does not match {} positions", self.t);
         }
+        let heads = dims[1];
         Ok((
-            dispatch1!(s, l, |x| rope_kernel(x, self, d)),
+            dispatch1!(s, l, |x| rope_kernel(x, self, heads, d)),
             l.shape().clone(),
         ))
     }
@@ -662,6 +703,24 @@ pub fn rope(
         sin,
         t,
         sign: 1.0,
+        per_row: false,
+    })
+}
+
+/// [`rope`] with each batch row at its own positions: `cos`/`sin` are `b × t × d/2` (row-major,
+/// row `r`'s block first). Differentiable.
+pub fn rope_per_row(
+    x: &Tensor,
+    cos: Arc<Vec<f64>>,
+    sin: Arc<Vec<f64>>,
+    t: usize,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Rope {
+        cos,
+        sin,
+        t,
+        sign: 1.0,
+        per_row: true,
     })
 }
 

@@ -5,7 +5,7 @@
 
 use crate::config::{ModelConfig, RopeScaling};
 use crate::error::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 
 /// Inverse frequencies of one model, after scaling.
 #[derive(Debug, Clone)]
@@ -87,6 +87,18 @@ impl Rope {
 /// batch (training path).
 pub fn apply_rope_train(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::rotary_emb::rope_slow(x, cos, sin)?)
+}
+
+/// Differentiable rotary embedding of `x` `[b, h, t, d]` with per-row `cos`/`sin` `[b, t, d/2]`
+/// (training path, each row at its own positions), composed of candle ops.
+pub fn apply_rope_train_rows(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+    let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
 }
 
 /// Fused rotary embedding of `x` `[b, h, t, d]` with per-sequence `cos`/`sin` `[b, t, d/2]`

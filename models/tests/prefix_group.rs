@@ -7,7 +7,7 @@ mod common_model;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common_model::model;
-use oxrl_models::{Arch, LogitChunks, LoraConfig, TrainForward, Transformer};
+use oxrl_models::{Arch, LogitChunks, LoraConfig, PromptGroup, TrainForward, Transformer};
 
 fn toks(seed: u32, len: usize, vocab: u32) -> Vec<u32> {
     (0..len as u32)
@@ -143,6 +143,119 @@ fn check(m: &Transformer, label: &str, opts: TrainForward, tol: f64) -> (f64, f6
     (value, grad, loss_diff)
 }
 
+/// Several groups with prompts of different lengths in one call equal each group's sequences
+/// through the plain padded forward (the prompts are left-padded in the call, so only rounding
+/// may differ); returns the worst (value, relative gradient) difference.
+fn check_groups(m: &Transformer, label: &str, opts: TrainForward, tol: f64) -> (f64, f64) {
+    let vocab = m.config().vocab_size as u32;
+    let prompts = [toks(9, 13, vocab), toks(2, 4, vocab), toks(5, 9, vocab)];
+    let comps: Vec<Vec<Vec<u32>>> = [vec![5usize, 1, 8], vec![3, 6], vec![2, 7, 4, 1]]
+        .iter()
+        .enumerate()
+        .map(|(g, lens)| {
+            lens.iter()
+                .enumerate()
+                .map(|(i, &len)| toks(100 + (10 * g + i) as u32, len, vocab))
+                .collect()
+        })
+        .collect();
+    let groups: Vec<PromptGroup<'_>> = prompts
+        .iter()
+        .zip(&comps)
+        .map(|(p, c)| PromptGroup {
+            prompt: p,
+            completions: c,
+        })
+        .collect();
+    let outs = m.groups_token_logprobs(&groups, opts).unwrap();
+    assert_eq!(outs.len(), groups.len());
+    let (mut slp, mut sent, mut ulp, mut uent) = (vec![], vec![], vec![], vec![]);
+    for ((p, c), out) in prompts.iter().zip(&comps).zip(outs) {
+        let (l, e) = unshared(m, p, c, opts);
+        slp.extend(out.logprobs);
+        sent.extend(out.entropy.unwrap());
+        ulp.extend(l);
+        uent.extend(e);
+    }
+    let mut value = 0f64;
+    for i in 0..slp.len() {
+        assert_eq!(slp[i].dims(), ulp[i].dims());
+        value = value
+            .max(max_diff(&slp[i], &ulp[i]))
+            .max(max_diff(&sent[i], &uent[i]));
+    }
+    let (ls, lu) = (loss(&slp, &sent), loss(&ulp, &uent));
+    let (gs, gu) = (ls.backward().unwrap(), lu.backward().unwrap());
+    let mut grad = 0f64;
+    for (name, var) in &m.trainable_vars() {
+        let a = gu.get(var.as_tensor()).unwrap();
+        let b = gs
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{label}: {name} got no gradient (grouped)"));
+        assert!(max_abs(b) > 0.0, "{label}: {name} has a zero gradient");
+        grad = grad.max(max_diff(a, b) / max_abs(a).max(1.0));
+    }
+    eprintln!(
+        "{label}: 3 groups in one call vs separate forwards: values {value:e}, gradients {grad:e}"
+    );
+    assert!(
+        value <= tol && grad <= tol,
+        "{label}: values {value}, gradients {grad}"
+    );
+    (value, grad)
+}
+
+#[test]
+fn several_groups_in_one_call_equal_separate_forwards() {
+    for arch in [Arch::Llama, Arch::Qwen3] {
+        let (_, mut m) = model(arch, arch == Arch::Llama, DType::F32);
+        check_groups(&m, &format!("{arch:?}"), opts(0.7, LogitChunks::Auto), 1e-5);
+        with_lora(&mut m);
+        check_groups(
+            &m,
+            &format!("{arch:?} lora"),
+            opts(1.0, LogitChunks::Auto),
+            1e-5,
+        );
+    }
+    let (_, m) = model(Arch::Qwen2, false, DType::F64);
+    check_groups(&m, "Qwen2 f64", opts(1.0, LogitChunks::Auto), 1e-11);
+}
+
+/// The composed path (bf16, additive mask) with several groups of different prompt lengths.
+#[test]
+fn several_groups_composed_path_in_bf16() {
+    let (cfg, m) = model(Arch::Llama, false, DType::BF16);
+    let vocab = cfg.vocab_size as u32;
+    let prompts = [toks(4, 10, vocab), toks(6, 3, vocab)];
+    let comps = [
+        vec![toks(1, 6, vocab), toks(2, 2, vocab)],
+        vec![toks(3, 4, vocab)],
+    ];
+    let o = TrainForward {
+        track: false,
+        ..TrainForward::default()
+    };
+    let groups: Vec<PromptGroup<'_>> = prompts
+        .iter()
+        .zip(&comps)
+        .map(|(p, c)| PromptGroup {
+            prompt: p,
+            completions: c,
+        })
+        .collect();
+    let outs = m.groups_token_logprobs(&groups, o).unwrap();
+    let mut worst = 0f64;
+    for ((p, c), out) in prompts.iter().zip(&comps).zip(&outs) {
+        let (ulp, _) = unshared(&m, p, c, TrainForward { entropy: true, ..o });
+        for (a, b) in out.logprobs.iter().zip(&ulp) {
+            worst = worst.max(max_diff(a, b));
+        }
+    }
+    eprintln!("bf16 grouped vs separate logprobs: {worst}");
+    assert!(worst <= 0.05, "{worst}");
+}
+
 fn with_lora(m: &mut Transformer) {
     m.attach_lora(
         &LoraConfig {
@@ -274,4 +387,17 @@ fn bad_groups_are_errors() {
         ..o
     };
     assert!(m.group_token_logprobs(&[1, 2], &[vec![3]], bad_t).is_err());
+    assert!(m.groups_token_logprobs(&[], o).is_err());
+    let (good, empty) = ([vec![1u32]], [vec![]]);
+    let groups = [
+        PromptGroup {
+            prompt: &[1, 2],
+            completions: &good,
+        },
+        PromptGroup {
+            prompt: &[3],
+            completions: &empty,
+        },
+    ];
+    assert!(m.groups_token_logprobs(&groups, o).is_err());
 }

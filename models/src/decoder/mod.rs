@@ -15,7 +15,8 @@
 //! - the LM head runs fused with the logprob (and entropy) kernel, chunk by chunk over token rows
 //!   ([`crate::ops::linear_logprob`], [`LogitChunks`]), so no `[tokens × vocab]` logits tensor
 //!   larger than one chunk is kept for backward;
-//! - [`Transformer::group_token_logprobs`] encodes a group's shared prompt once and lets its
+//! - [`Transformer::group_token_logprobs`] (one group) and [`Transformer::groups_token_logprobs`]
+//!   (several, batched) encode a group's shared prompt once and let its
 //!   completions attend to it (Prefix Grouper), with the same values and gradients as separate
 //!   `prompt + completion` forwards.
 //!
@@ -33,7 +34,7 @@ mod train;
 mod train_layer;
 
 pub use params::TrainableVar;
-pub use prefix_group::GroupLogprobs;
+pub use prefix_group::{GroupLogprobs, PromptGroup};
 pub use step::{StepLogits, StepSeq};
 pub use train::{LogitChunks, TokenLogprobs, TrainForward};
 

@@ -11,7 +11,7 @@
 
 use crate::error::Result;
 use crate::layers::{rms_norm, ForwardMode};
-use crate::rope::apply_rope_train;
+use crate::rope::{apply_rope_train, apply_rope_train_rows};
 use candle_core::{Tensor, D};
 use std::sync::Arc;
 
@@ -23,10 +23,14 @@ pub(super) struct TrainCtx {
     t: usize,
     /// Length of the shared prefix in front of the keys (0: none); also the first own position.
     pos0: usize,
-    /// Per row: number of real keys (`pos0 + own length`).
+    /// Per row: one past the last real key (`pos0 + own length`).
     key_lengths: Vec<usize>,
+    /// Per row: the first real key (0 unless the prefix block is left-padded for this row).
+    key_starts: Vec<usize>,
     /// Fused CPU kernels (f32/f64 on the CPU) or composed candle ops.
     fused: bool,
+    /// Each row has its own positions (tables `[b, t, d/2]`) instead of `pos0..pos0 + t`.
+    per_row: bool,
     cos: Tensor,
     sin: Tensor,
     cos_h: Arc<Vec<f64>>,
@@ -45,22 +49,61 @@ impl Transformer {
         lengths: &[usize],
         pos0: usize,
     ) -> Result<TrainCtx> {
-        let positions: Vec<usize> = (pos0..pos0 + t).collect();
-        let (cos, sin) = self.rope.cos_sin(&positions, self.dtype, &self.device)?;
-        let (cos_h, sin_h) = self.rope.angles(&positions);
+        self.train_ctx_window(b, t, lengths, pos0, &vec![0; b], None)
+    }
+
+    /// [`Self::train_ctx`] where row `r`'s keys before `starts[r]` are padding (a left-padded
+    /// prefix block): its real keys are `starts[r]..pos0 + lengths[r]`, and a query before
+    /// `starts[r]` is padding too. `row_positions` (`b × t`, row-major) gives every row its own
+    /// RoPE positions instead of `pos0..pos0 + t`.
+    pub(super) fn train_ctx_window(
+        &self,
+        b: usize,
+        t: usize,
+        lengths: &[usize],
+        pos0: usize,
+        starts: &[usize],
+        row_positions: Option<&[usize]>,
+    ) -> Result<TrainCtx> {
+        let shared: Vec<usize>;
+        let positions = match row_positions {
+            Some(p) if p.len() == b * t => p,
+            Some(p) => {
+                return Err(crate::error::ModelError::Input(format!(
+                    "{} positions for {b} rows of {t}",
+                    p.len()
+                )))
+            }
+            None => {
+                shared = (pos0..pos0 + t).collect();
+                &shared
+            }
+        };
+        let per_row = row_positions.is_some();
+        let (cos, sin) = self.rope.cos_sin(positions, self.dtype, &self.device)?;
+        let (cos, sin) = if per_row {
+            let half = self.cfg.head_dim / 2;
+            (cos.reshape((b, t, half))?, sin.reshape((b, t, half))?)
+        } else {
+            (cos, sin)
+        };
+        let (cos_h, sin_h) = self.rope.angles(positions);
         let fused = crate::ops::supported(self.embed.get(false));
         let key_lengths: Vec<usize> = lengths.iter().map(|&l| pos0 + l).collect();
         let tk = pos0 + t;
         // Query i (key position pos0 + i) of row r sees key j iff j is real and j <= pos0 + i;
-        // a padded query (i >= own length) sees every real key.
+        // a padded query (i >= own length, or before the row's first real key) sees every real
+        // key.
         let mask = if fused {
             None
         } else {
             let mut mask = vec![0f32; b * t * tk];
             for (r, (&len, &klen)) in lengths.iter().zip(&key_lengths).enumerate() {
+                let start = starts[r];
                 for i in 0..t {
+                    let pad = i >= len || pos0 + i < start;
                     for j in 0..tk {
-                        if !(j < klen && (j <= pos0 + i || i >= len)) {
+                        if !(j >= start && j < klen && (j <= pos0 + i || pad)) {
                             mask[(r * t + i) * tk + j] = f32::NEG_INFINITY;
                         }
                     }
@@ -73,7 +116,9 @@ impl Transformer {
             t,
             pos0,
             key_lengths,
+            key_starts: starts.to_vec(),
             fused,
+            per_row,
             cos,
             sin,
             cos_h: Arc::new(cos_h),
@@ -83,7 +128,8 @@ impl Transformer {
     }
 
     /// One layer on `x` `[b·t, hidden]`. `prefix` holds the layer's post-RoPE keys and values of
-    /// the shared prefix (`[1, kv, pos0, d]` each) when `ctx.pos0 > 0`. Returns the layer's
+    /// the shared prefix when `ctx.pos0 > 0`: `[1, kv, pos0, d]` each, shared by every row, or
+    /// `[b, kv, pos0, d]`, one prefix per row (several groups in one call). Returns the layer's
     /// output and its own post-RoPE keys and values `[b, kv, t, d]`.
     pub(super) fn layer_train(
         &self,
@@ -116,9 +162,19 @@ impl Transformer {
             _ => (q, k),
         };
         let (q, k) = if ctx.fused {
+            let rope = if ctx.per_row {
+                crate::ops::rope_per_row
+            } else {
+                crate::ops::rope
+            };
             (
-                crate::ops::rope(&q.transpose(1, 2)?, ctx.cos_h.clone(), ctx.sin_h.clone(), t)?,
-                crate::ops::rope(&k.transpose(1, 2)?, ctx.cos_h.clone(), ctx.sin_h.clone(), t)?,
+                rope(&q.transpose(1, 2)?, ctx.cos_h.clone(), ctx.sin_h.clone(), t)?,
+                rope(&k.transpose(1, 2)?, ctx.cos_h.clone(), ctx.sin_h.clone(), t)?,
+            )
+        } else if ctx.per_row {
+            (
+                apply_rope_train_rows(&q.transpose(1, 2)?.contiguous()?, &ctx.cos, &ctx.sin)?,
+                apply_rope_train_rows(&k.transpose(1, 2)?.contiguous()?, &ctx.cos, &ctx.sin)?,
             )
         } else {
             (
@@ -130,6 +186,10 @@ impl Transformer {
         // Keys and values the queries see: [prefix ; own], the prefix's tensors shared by every
         // row (broadcast, so their gradient is the sum over rows).
         let (k_all, v_all) = match prefix {
+            Some((kp, vp)) if ctx.pos0 > 0 && kp.dim(0)? == b && b > 1 => (
+                Tensor::cat(&[kp, &k], 2)?.contiguous()?,
+                Tensor::cat(&[vp, &v], 2)?.contiguous()?,
+            ),
             Some((kp, vp)) if ctx.pos0 > 0 => {
                 let shape = (b, nkv, ctx.pos0, d);
                 (
@@ -144,8 +204,9 @@ impl Transformer {
         let q = q.reshape((b, nkv, g * t, d))?;
         let att = q.matmul(&k_all.t()?)?;
         let att = match &ctx.mask {
-            None => crate::ops::masked_softmax_offset(
+            None => crate::ops::masked_softmax_window(
                 &att.reshape((b, nkv, g, t, tk))?,
+                &ctx.key_starts,
                 &ctx.key_lengths,
                 scale,
                 ctx.pos0,

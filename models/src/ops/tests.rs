@@ -116,6 +116,96 @@ fn offset_mask_is_the_prefix_grouper_mask() {
     assert_eq!(p[2], 0.0);
 }
 
+/// Left-padded rows: keys before a row's start get probability 0; a query inside the window sees
+/// `start..=i`, one before it (padding) sees every real key. Hand-computed values.
+#[test]
+fn window_mask_skips_left_padding() {
+    // One row, 3 queries over 4 keys, start 1, length 4; scores all equal except key 0 (huge,
+    // so any leak through the padding shows).
+    let row = [9.0f64, 0.0, 0.0, 0.0];
+    let scores = Tensor::new(&[row, row, row], &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 3, 4))
+        .unwrap();
+    let p = masked_softmax_window(&scores, &[1], &[4], 1.0, 0)
+        .unwrap()
+        .reshape((3, 4))
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
+    // Query 0 is padding (before the start): keys 1..4, 1/3 each.
+    assert_eq!(p[0][0], 0.0);
+    for &pj in &p[0][1..] {
+        assert!((pj - 1.0 / 3.0).abs() < 1e-15);
+    }
+    // Query 1 sees key 1 only; query 2 keys 1..=2.
+    assert_eq!(p[1], vec![0.0, 1.0, 0.0, 0.0]);
+    assert_eq!(p[2], vec![0.0, 0.5, 0.5, 0.0]);
+    // Backward stays inside the window: the gradient of Σ p·c w.r.t. key 0 is 0.
+    let v = Var::from_tensor(&scores).unwrap();
+    let c = Tensor::new(&[1.0f64, 2.0, 3.0, 4.0], &Device::Cpu).unwrap();
+    let loss = masked_softmax_window(v.as_tensor(), &[1], &[4], 1.0, 0)
+        .unwrap()
+        .broadcast_mul(&c)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let g = loss.backward().unwrap();
+    let g = g
+        .get(v.as_tensor())
+        .unwrap()
+        .reshape((3, 4))
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
+    // Query 2: p = (½, ½) over keys 1, 2 with c = (2, 3): dL/ds = p·(c − 2.5) = (−¼, ¼).
+    assert_eq!(g[2], vec![0.0, -0.25, 0.25, 0.0]);
+    assert!(g.iter().all(|r| r[0] == 0.0));
+    // A window with no real key is an error, not an empty softmax.
+    assert!(masked_softmax_window(&scores, &[4], &[4], 1.0, 0).is_err());
+}
+
+/// Per-row angle tables: each batch row rotated at its own positions equals [`rope`] of that
+/// row alone, in value and gradient.
+#[test]
+fn rope_per_row_equals_rope_of_each_row() {
+    let (h, t, d) = (2usize, 3usize, 4usize);
+    let x = Var::from_tensor(&rand(&[2, h, t, d], 41)).unwrap();
+    let angles = |p0: usize| -> (Vec<f64>, Vec<f64>) {
+        let mut c = Vec::new();
+        let mut s = Vec::new();
+        for p in p0..p0 + t {
+            for f in [1.0f64, 0.1] {
+                c.push((p as f64 * f).cos());
+                s.push((p as f64 * f).sin());
+            }
+        }
+        (c, s)
+    };
+    let ((c0, s0), (c1, s1)) = (angles(0), angles(5));
+    let both = |a: &[f64], b: &[f64]| Arc::new([a, b].concat());
+    let y = rope_per_row(x.as_tensor(), both(&c0, &c1), both(&s0, &s1), t).unwrap();
+    let row = |i: usize, c: &[f64], s: &[f64]| {
+        rope(
+            &x.as_tensor().narrow(0, i, 1).unwrap(),
+            Arc::new(c.to_vec()),
+            Arc::new(s.to_vec()),
+            t,
+        )
+        .unwrap()
+    };
+    let y_ref = Tensor::cat(&[row(0, &c0, &s0), row(1, &c1, &s1)], 0).unwrap();
+    close(&y, &y_ref, 0.0);
+    let w = rand(&[2, h, t, d], 42);
+    let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let g_ref = (y_ref * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    close(
+        g.get(x.as_tensor()).unwrap(),
+        g_ref.get(x.as_tensor()).unwrap(),
+        0.0,
+    );
+}
+
 #[test]
 fn logprob_and_entropy_match_composed() {
     let targets = [3u32, 0, 6, 2];

@@ -177,3 +177,21 @@ fn task_problems_name_the_key() {
     let c = load(GRPO, &["algorithm.name=sft", "algorithm.sft.target=answer"]).unwrap();
     validate::prepare_task(&c.config, &c.task, "t.toml").unwrap();
 }
+
+#[test]
+fn shared_prefix_defaults_to_grpo_with_groups() {
+    assert!(parse(GRPO, &[]).unwrap().shared_prefix());
+    assert!(!parse(GRPO, &["rollout.n=1"]).unwrap().shared_prefix());
+    assert!(!parse(GRPO, &["algorithm.shared_prefix=false"])
+        .unwrap()
+        .shared_prefix());
+    assert!(!parse(GRPO, &["algorithm.name=ppo"])
+        .unwrap()
+        .shared_prefix());
+    // Asked for outside GRPO it is an error naming the key.
+    let (key, _) = err_of(load(
+        GRPO,
+        &["algorithm.name=ppo", "algorithm.shared_prefix=true"],
+    ));
+    assert_eq!(key, "algorithm.shared_prefix");
+}

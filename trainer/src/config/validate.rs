@@ -92,7 +92,7 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
             );
         }
     }
-    if a.shared_prefix && a.name != AlgorithmName::Grpo {
+    if a.shared_prefix == Some(true) && a.name != AlgorithmName::Grpo {
         return err(
             "algorithm.shared_prefix",
             "the shared-prefix forward is a GRPO option (PPO's critic reads the plain forward's hidden states); remove it".into(),

@@ -20,7 +20,7 @@ use crate::seeds::{derive, Purpose};
 use crate::train_error::{TrainError, TrainResult};
 use candle_core::{DType, Tensor};
 use oxrl_datasets::shuffle::permutation;
-use oxrl_models::TrainForward;
+use oxrl_models::{PromptGroup, TrainForward};
 
 /// Running sums of per-micro-batch metrics.
 #[derive(Debug, Default)]
@@ -87,10 +87,15 @@ fn prompt_of(s: &Sequence) -> Option<&[u32]> {
     Some(&s.ids[..p])
 }
 
+/// Neighbouring sequences of a micro-batch with the same prompt: the prompt, their indices in
+/// the micro-batch and their completions.
+type Run<'a> = (&'a [u32], Vec<usize>, Vec<Vec<u32>>);
+
 /// Per-token logprobs (and entropies) of `part` as `[B × T]` (the layout of [`pad`]), from the
-/// shared-prefix forward: the sequences with the same prompt are one
-/// [`oxrl_models::Transformer::group_token_logprobs`] call, so the prompt is encoded once. A
-/// sequence without targets (filtered out) gets a constant zero row.
+/// shared-prefix forward: the sequences with the same prompt form one group and all the groups
+/// of the micro-batch are one [`oxrl_models::Transformer::groups_token_logprobs`] call, so each
+/// prompt is encoded once and the matmuls stay as large as the padded forward's. A sequence
+/// without targets (filtered out) gets a constant zero row.
 fn grouped_logprobs(
     policy: &Policy,
     part: &[&Sequence],
@@ -104,7 +109,8 @@ fn grouped_logprobs(
     } else {
         DType::F32
     };
-    let mut rows: Vec<Option<(Tensor, Option<Tensor>)>> = vec![None; part.len()];
+    // Runs of neighbouring sequences with the same prompt.
+    let mut runs: Vec<Run<'_>> = Vec::new();
     let mut i = 0;
     while i < part.len() {
         let Some(prompt) = prompt_of(part[i]) else {
@@ -117,28 +123,39 @@ fn grouped_logprobs(
             members.push(j);
             j += 1;
         }
-        let completions: Vec<Vec<u32>> = members
+        let completions = members
             .iter()
             .map(|&k| part[k].ids[prompt.len()..].to_vec())
             .collect();
-        let out = policy
-            .model
-            .group_token_logprobs(prompt, &completions, opts)?;
-        for (slot, &k) in members.iter().enumerate() {
-            let len = completions[slot].len();
-            let place = |x: &Tensor| -> TrainResult<Tensor> {
-                let left = Tensor::zeros(prompt.len(), dtype, device)?;
-                let right = Tensor::zeros(t - prompt.len() - len, dtype, device)?;
-                Ok(Tensor::cat(&[&left, x, &right], 0)?)
-            };
-            let lp = place(&out.logprobs[slot])?;
-            let ent = match &out.entropy {
-                Some(e) => Some(place(&e[slot])?),
-                None => None,
-            };
-            rows[k] = Some((lp, ent));
-        }
+        runs.push((prompt, members, completions));
         i = j;
+    }
+    let mut rows: Vec<Option<(Tensor, Option<Tensor>)>> = vec![None; part.len()];
+    if !runs.is_empty() {
+        let groups: Vec<PromptGroup<'_>> = runs
+            .iter()
+            .map(|(prompt, _, completions)| PromptGroup {
+                prompt,
+                completions,
+            })
+            .collect();
+        let outs = policy.model.groups_token_logprobs(&groups, opts)?;
+        for ((prompt, members, completions), out) in runs.iter().zip(outs) {
+            for (slot, &k) in members.iter().enumerate() {
+                let len = completions[slot].len();
+                let place = |x: &Tensor| -> TrainResult<Tensor> {
+                    let left = Tensor::zeros(prompt.len(), dtype, device)?;
+                    let right = Tensor::zeros(t - prompt.len() - len, dtype, device)?;
+                    Ok(Tensor::cat(&[&left, x, &right], 0)?)
+                };
+                let lp = place(&out.logprobs[slot])?;
+                let ent = match &out.entropy {
+                    Some(e) => Some(place(&e[slot])?),
+                    None => None,
+                };
+                rows[k] = Some((lp, ent));
+            }
+        }
     }
     let zero = Tensor::zeros(t, dtype, device)?;
     let lp: Vec<Tensor> = rows
@@ -196,6 +213,7 @@ pub fn optimize(
     let mut loss_cfg = a.policy_loss.clone();
     loss_cfg.kl = cfg.kl.term();
     let mb = a.mini_batch_size.unwrap_or(total).clamp(1, total);
+    let shared_prefix = cfg.shared_prefix() && critic.is_none();
     for epoch in 0..a.epochs {
         let order = permutation(
             total,
@@ -203,7 +221,7 @@ pub fn optimize(
         );
         for mini_idx in order.chunks(mb) {
             let mut mini_idx = mini_idx.to_vec();
-            if a.shared_prefix {
+            if shared_prefix {
                 // Whole groups in a micro-batch where they fit: same prompts next to each other
                 // (the mini-batch's gradient is a sum, so its split does not change it).
                 mini_idx.sort_by(|&x, &y| prompt_of(&seqs[x]).cmp(&prompt_of(&seqs[y])));
@@ -234,7 +252,7 @@ pub fn optimize(
                             .model
                             .token_logprobs_and_hidden(&batch.ids, &batch.lengths, opts)?;
                     (o, Some(h))
-                } else if a.shared_prefix {
+                } else if shared_prefix {
                     let t = batch.ids.dim(1)?;
                     let (logprobs, entropy) = grouped_logprobs(policy, part, t, opts)?;
                     (oxrl_models::TokenLogprobs { logprobs, entropy }, None)
