@@ -1,6 +1,7 @@
 //! PPO end to end on `examples/ppo.toml` and the built-in tiny model: mean reward rises, the value
 //! head trains (value loss reported, head in every checkpoint), `--resume` continues bit for bit
-//! (value head and its AdamW moments restored), and PPO's config errors name their key.
+//! (value head and its AdamW moments restored), the same with a separate critic model, and PPO's
+//! config errors name their key.
 
 mod train_support;
 
@@ -109,7 +110,8 @@ fn ppo_config_errors_name_the_key() {
             "algorithm.ppo.cliprange_value=-0.2",
             "algorithm.ppo.cliprange_value",
         ),
-        ("algorithm.ppo.critic=\"separate\"", "algorithm.ppo.critic"),
+        ("algorithm.ppo.critic=\"elsewhere\"", "algorithm.ppo.critic"),
+        ("algorithm.ppo.critic_lr=1e-5", "algorithm.ppo.critic_lr"),
         ("algorithm.ppo.gae_lambda=0.9", "algorithm.ppo"),
         ("task.verifiers=[]", "task.verifiers"),
     ] {
@@ -118,4 +120,117 @@ fn ppo_config_errors_name_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("`{key}")), "{set}: {err}");
     }
+}
+
+const SEPARATE: &str = "algorithm.ppo.critic=\"separate\"";
+
+#[test]
+fn ppo_with_a_separate_critic_raises_mean_reward() {
+    let d = tempfile::tempdir().unwrap();
+    let recs = run(
+        d.path(),
+        &[
+            "algorithm.steps=18",
+            "checkpoint.every=18",
+            SEPARATE,
+            "algorithm.ppo.critic_lr=1e-3",
+        ],
+        &[],
+    );
+    let (first, last) = (mean(&recs[..6], "reward"), mean(&recs[12..], "reward"));
+    eprintln!(
+        "PPO (separate critic) mean reward {first:.3} -> {last:.3}; value loss {:?}",
+        recs.iter().map(|r| f(r, "value_loss")).collect::<Vec<_>>()
+    );
+    assert!(last > first + 0.1, "PPO reward {first} -> {last}");
+    for r in &recs {
+        assert!(f(r, "value_loss").is_finite() && f(r, "value_loss") >= 0.0);
+        assert!(f(r, "critic_grad_norm") > 0.0, "{r:?}");
+        assert!(f(r, "onpolicy_max_abs_logprob_diff") <= 1e-5);
+    }
+    // The critic is its own HF model directory next to the policy's; no value head on the
+    // policy.
+    let ckpt = d.path().join("checkpoints/step-000018");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "score_head.safetensors",
+        "optimizer.safetensors",
+    ] {
+        assert!(ckpt.join("critic").join(file).is_file(), "critic/{file}");
+    }
+    assert!(!ckpt.join("score_head.safetensors").exists());
+}
+
+#[test]
+fn ppo_with_a_separate_critic_resumes_exactly_and_trains_every_critic_tensor() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let common = [
+        "algorithm.steps=3",
+        "checkpoint.every=1",
+        "checkpoint.keep=0",
+        SEPARATE,
+    ];
+    let full = run(a.path(), &common, &[]);
+    let mut sets = common.to_vec();
+    sets.push("algorithm.steps=2");
+    run(b.path(), &sets, &[]);
+    let resumed = run(b.path(), &common, &["--resume", "latest"]);
+    assert_eq!(resumed.len(), 3);
+    for (x, y) in full.iter().zip(&resumed) {
+        assert_eq!(strip_times(x), strip_times(y));
+    }
+    let step = |d: &Path, s: u32| d.join(format!("checkpoints/step-00000{s}"));
+    for file in [
+        "model.safetensors",
+        "critic/model.safetensors",
+        "critic/score_head.safetensors",
+    ] {
+        let w = |d: &Path| std::fs::read(step(d, 3).join(file)).unwrap();
+        assert!(w(a.path()) == w(b.path()), "{file} differs after resume");
+    }
+    let load = |p: std::path::PathBuf| {
+        candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap()
+    };
+    let v = |t: &candle_core::Tensor| {
+        t.to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (oa, ob) = (
+        load(step(a.path(), 3).join("critic/optimizer.safetensors")),
+        load(step(b.path(), 3).join("critic/optimizer.safetensors")),
+    );
+    assert_eq!(oa.len(), ob.len());
+    for (k, t) in &oa {
+        assert_eq!(
+            v(t),
+            v(&ob[k]),
+            "critic optimizer `{k}` differs after resume"
+        );
+    }
+    // Every tensor of the critic (trunk and head) moved between steps 1 and 3: each got a
+    // non-zero gradient. The policy's weights are not the critic's.
+    let (c1, c3) = (
+        load(step(a.path(), 1).join("critic/model.safetensors")),
+        load(step(a.path(), 3).join("critic/model.safetensors")),
+    );
+    assert!(!c1.is_empty());
+    for (k, t) in &c1 {
+        assert_ne!(v(t), v(&c3[k]), "critic tensor `{k}` never moved");
+    }
+    let head = |s: u32| {
+        tensor_f32(
+            &step(a.path(), s).join("critic/score_head.safetensors"),
+            "score.weight",
+        )
+    };
+    assert_ne!(head(1), head(3));
+    let policy = load(step(a.path(), 3).join("model.safetensors"));
+    let name = "model.layers.0.mlp.down_proj.weight";
+    assert_ne!(v(&policy[name]), v(&c3[name]));
 }

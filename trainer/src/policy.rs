@@ -1,7 +1,7 @@
 //! The policy being trained: its model and tokenizer, the AdamW optimizer over its trainable
 //! tensors, the learning-rate schedule, (when KL is on) the reference policy: the base model
-//! with the LoRA adapters switched off (no copy), or a frozen copy of the initial weights, and
-//! (reward model, PPO) a score head on the trunk.
+//! with the LoRA adapters switched off (no copy), or a frozen copy of the initial weights,
+//! (reward model, PPO) a score head on the trunk, and (PPO) a separate critic.
 
 use crate::batch::PaddedBatch;
 use crate::optim::{AdamW, LrSchedule, OptimError};
@@ -54,6 +54,8 @@ pub struct StepInfo {
     pub lr: f64,
     /// The step was skipped because the gradient norm was not finite.
     pub skipped: bool,
+    /// PPO with a separate critic: the critic's gradient norm before its own clip.
+    pub critic_grad_norm: Option<f64>,
 }
 
 /// The model, tokenizer, optimizer, schedule and reference of a run.
@@ -74,6 +76,9 @@ pub struct Policy {
     /// The score head on the trunk (reward model; PPO's value head), trained by the same
     /// optimizer; saved as `score_head.safetensors` in checkpoints.
     pub head: Option<crate::score_head::ScoreHead>,
+    /// PPO's separate critic (its own model, value head and optimizer), when
+    /// `algorithm.ppo.critic = "separate"`; stepped by [`Self::apply`] after the policy.
+    pub critic: Option<crate::ppo::critic::SeparateCritic>,
 }
 
 impl Policy {
@@ -88,11 +93,13 @@ impl Policy {
     /// the trainable tensors' gradients are kept, so the graph's intermediates are freed.
     pub fn accumulate(&self, acc: &mut Option<GradStore>, loss: &Tensor) -> TrainResult<()> {
         let mut grads = loss.backward()?;
+        let critic_vars = self.critic.iter().flat_map(|c| c.optimizer.vars());
+        let vars: Vec<&candle_core::Var> = self.optimizer.vars().chain(critic_vars).collect();
         let mut kept = match acc.take() {
             Some(a) => a,
             None => {
                 let mut fresh = GradStore::default();
-                for v in self.optimizer.vars() {
+                for v in &vars {
                     if let Some(g) = grads.remove(v.as_tensor()) {
                         fresh.insert(v.as_tensor(), g);
                     }
@@ -101,7 +108,7 @@ impl Policy {
                 return Ok(());
             }
         };
-        for v in self.optimizer.vars() {
+        for v in &vars {
             if let Some(g) = grads.remove(v.as_tensor()) {
                 let sum = match kept.get(v.as_tensor()) {
                     Some(a) => (a + g)?,
@@ -115,8 +122,13 @@ impl Policy {
     }
 
     /// Clips `grads` and steps AdamW at the schedule's learning rate. A non-finite gradient
-    /// norm skips the step (reported in [`StepInfo::skipped`]).
+    /// norm skips the step (reported in [`StepInfo::skipped`]). A separate critic then takes its
+    /// own step on its gradients in `grads` ([`StepInfo::critic_grad_norm`]).
     pub fn apply(&mut self, mut grads: GradStore) -> TrainResult<StepInfo> {
+        let critic_grad_norm = match self.critic.as_mut() {
+            Some(c) => Some(c.apply(&mut grads)?.grad_norm),
+            None => None,
+        };
         let lr = self.schedule.lr_at(self.optimizer.step_count());
         let grad_norm = match self.max_grad_norm {
             Some(max) => match self.optimizer.clip_grad_norm(&mut grads, max) {
@@ -126,6 +138,7 @@ impl Policy {
                         grad_norm: norm,
                         lr,
                         skipped: true,
+                        critic_grad_norm,
                     })
                 }
                 Err(e) => return Err(e.into()),
@@ -137,6 +150,7 @@ impl Policy {
             grad_norm,
             lr,
             skipped: false,
+            critic_grad_norm,
         })
     }
 

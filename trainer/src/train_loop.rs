@@ -218,6 +218,9 @@ impl Run<'_> {
             if let Some(h) = &self.policy.head {
                 h.save(&dir.join(SCORE_HEAD_FILE))?;
             }
+            if let Some(c) = &self.policy.critic {
+                c.save(dir)?;
+            }
             Ok(())
         };
         let dir = checkpoint::save(
@@ -289,8 +292,28 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         kl_controller: None,
         bapo: None,
     };
-    // The reward model's score head, PPO's value head: trained with the model, by one optimizer.
+    // PPO's separate critic: a copy of the initial policy with its own value head and optimizer.
+    let separate = cfg.algorithm.name == AlgorithmName::Ppo
+        && cfg.algorithm.ppo.critic == crate::config::CriticKind::Separate;
+    let mut critic = if separate {
+        Some(crate::ppo::critic::SeparateCritic::new(
+            &model,
+            &crate::ppo::critic::CriticSettings {
+                adamw: cfg.optim.adamw(),
+                schedule: &cfg.optim.schedule,
+                lr: cfg.algorithm.ppo.critic_lr.unwrap_or(cfg.optim.lr),
+                total_steps: total_optimizer_steps(cfg),
+                max_grad_norm: cfg.optim.max_grad_norm,
+                head_seed: derive(cfg.seed, Purpose::ScoreHead, 0, 0),
+            },
+        )?)
+    } else {
+        None
+    };
+    // The reward model's score head, PPO's value head on the shared trunk: trained with the
+    // model, by one optimizer.
     let head = match cfg.algorithm.name {
+        AlgorithmName::Ppo if separate => None,
         AlgorithmName::Ppo | AlgorithmName::RewardModel => Some(ScoreHead::new(
             model.config().hidden_size,
             model.dtype(),
@@ -309,6 +332,9 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
             h.restore(&dir.join(SCORE_HEAD_FILE))?;
         }
         optimizer.load(dir.join(checkpoint::OPTIMIZER_FILE))?;
+        if let Some(c) = critic.as_mut() {
+            c.restore(dir)?;
+        }
         state = st.clone();
         if cfg.rollout.max_staleness > 0 {
             pending = grpo::pending::PendingRollouts::load(dir)?;
@@ -327,6 +353,7 @@ pub fn train(loaded: &LoadedConfig, opts: &TrainOptions) -> TrainResult<TrainSum
         max_grad_norm: cfg.optim.max_grad_norm,
         reference,
         head,
+        critic,
     };
     let config_toml = toml::to_string(cfg)
         .map_err(|e| TrainError::Invariant(format!("cannot write the config as TOML: {e}")))?;

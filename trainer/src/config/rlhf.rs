@@ -12,14 +12,20 @@ pub enum CriticKind {
     /// loss also trains the trunk, weighted by `vf_coef`).
     #[default]
     Shared,
+    /// A model of its own (TRL's `value_model`, verl's and OpenRLHF's critic): a copy of the
+    /// policy's initial weights with a value head, trained by its own AdamW on the value loss
+    /// only ([`crate::ppo::critic`]).
+    Separate,
 }
 
 /// `[algorithm.ppo]` (TRL `PPOConfig` / verl names where they exist).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PpoConfig {
-    /// The critic (`shared`: a value head on the policy).
+    /// The critic (`shared`: a value head on the policy; `separate`: a model of its own).
     pub critic: CriticKind,
+    /// Peak learning rate of a separate critic (verl `critic.optim.lr`); default `optim.lr`.
+    pub critic_lr: Option<f64>,
     /// GAE discount γ (TRL `gamma`, verl `algorithm.gamma`).
     pub gamma: f64,
     /// GAE λ (TRL `lam`, verl `algorithm.lam`).
@@ -40,6 +46,7 @@ impl Default for PpoConfig {
     fn default() -> Self {
         Self {
             critic: CriticKind::Shared,
+            critic_lr: None,
             gamma: 1.0,
             lam: 0.95,
             vf_coef: 0.1,
@@ -76,6 +83,20 @@ pub fn check_ppo(p: &PpoConfig, n: usize) -> Result<(), (&'static str, String)> 
             "algorithm.ppo.cliprange_value",
             format!("must be a number >= 0, got {}", p.cliprange_value),
         ));
+    }
+    if let Some(lr) = p.critic_lr {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err((
+                "algorithm.ppo.critic_lr",
+                format!("must be a number > 0, got {lr}"),
+            ));
+        }
+        if p.critic != CriticKind::Separate {
+            return Err((
+                "algorithm.ppo.critic_lr",
+                "is the separate critic's learning rate; set algorithm.ppo.critic = \"separate\" or remove it".into(),
+            ));
+        }
     }
     if n == 0 {
         return Err(("rollout.n", "must be at least 1".into()));

@@ -316,6 +316,9 @@ pub fn step(
         r.insert("value_loss".into(), mean(sums.value_loss));
         r.insert("vf_clipfrac".into(), mean(sums.vf_clip));
         r.insert("value_mean".into(), num(c.value_mean));
+        if sums.critic_grad_norm.1 > 0 {
+            r.insert("critic_grad_norm".into(), mean(sums.critic_grad_norm));
+        }
         r.insert("return_mean".into(), num(c.return_mean));
     }
     r.insert("entropy".into(), mean(sums.entropy));

@@ -51,6 +51,8 @@ pub struct Sums {
     pub value_loss: (f64, usize),
     /// PPO's value clip fraction (sum, count).
     pub vf_clip: (f64, usize),
+    /// A separate critic's gradient norm (sum, count).
+    pub critic_grad_norm: (f64, usize),
 }
 
 fn add(acc: &mut (f64, usize), v: Option<f64>) {
@@ -246,7 +248,14 @@ pub fn optimize(
                     temperature,
                     ..TrainForward::default()
                 };
-                let (out, hidden) = if critic.is_some() {
+                let (out, hidden) = if let (Some(_), Some(sc)) = (critic, &policy.critic) {
+                    // A separate critic: the policy's logprobs and the critic's own trunk.
+                    let o = policy
+                        .model
+                        .token_logprobs(&batch.ids, &batch.lengths, opts)?;
+                    let h = sc.model.last_hidden(&batch.ids, &batch.lengths, opts)?;
+                    (o, Some(h))
+                } else if critic.is_some() {
                     let (o, h) =
                         policy
                             .model
@@ -329,6 +338,7 @@ pub fn optimize(
             sums.steps += 1;
             sums.loss += mini_loss;
             sums.grad_norm += info.grad_norm;
+            add(&mut sums.critic_grad_norm, info.critic_grad_norm);
             sums.lr = info.lr;
             sums.skipped += usize::from(info.skipped);
         }

@@ -1,4 +1,5 @@
-//! PPO (`algorithm.name = "ppo"`): a value head on the policy's own trunk (`critic = "shared"`),
+//! PPO (`algorithm.name = "ppo"`): a value head on the policy's own trunk (`critic = "shared"`)
+//! or a separate critic model with its own optimizer (`critic = "separate"`, [`critic`]),
 //! per-token rewards (the verifiers' score on the last completion token, minus β·KL to the
 //! reference on every token when `kl.in_reward`, β from the fixed or adaptive controller),
 //! optional reward whitening, GAE (γ, λ) against the rollout-time values, optional advantage
@@ -13,6 +14,7 @@
 //! and its AdamW moments are in every checkpoint (`score_head.safetensors`,
 //! `optimizer.safetensors`), so a resumed run continues exactly.
 
+pub mod critic;
 pub mod returns;
 pub mod value;
 

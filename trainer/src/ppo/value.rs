@@ -1,7 +1,8 @@
-//! The critic side of a PPO step with a shared trunk: the rollout-time values of every
-//! completion token (one no-graph forward through the policy's trunk and value head), the value
-//! targets of each training sequence, and the clipped value loss of a micro-batch
-//! ([`crate::value_loss`]) on the hidden states of the same forward that gives the logprobs.
+//! The critic side of a PPO step: the rollout-time values of every completion token (one
+//! no-graph forward through the critic's trunk, the policy's own or a [separate
+//! critic](crate::ppo::critic)'s, and the value head), the value targets of each training
+//! sequence, and the clipped value loss of a micro-batch ([`crate::value_loss`]) on the hidden
+//! states of the same forward that gives the logprobs (shared trunk) or of the critic's forward.
 //!
 //! Alignment: the value of completion token j is the value head on the hidden state just before
 //! it ([`ScoreHead::token_values`]), in the same column as its logprob.
@@ -16,12 +17,24 @@ use crate::value_loss::{value_loss, ValueLoss};
 use candle_core::{Device, Tensor};
 use oxrl_models::TrainForward;
 
-/// The value head of `policy` (PPO keeps one).
+/// The value head of `policy` (PPO keeps one): the separate critic's, else the one on the
+/// policy's trunk.
 pub fn head(policy: &Policy) -> TrainResult<&ScoreHead> {
-    policy
-        .head
-        .as_ref()
-        .ok_or_else(|| TrainError::Invariant("PPO without a value head".into()))
+    match &policy.critic {
+        Some(c) => Ok(&c.head),
+        None => policy
+            .head
+            .as_ref()
+            .ok_or_else(|| TrainError::Invariant("PPO without a value head".into())),
+    }
+}
+
+/// The trunk the value head reads: the separate critic's model, else the policy's.
+pub fn trunk(policy: &Policy) -> &oxrl_models::Transformer {
+    match &policy.critic {
+        Some(c) => &c.model,
+        None => &policy.model,
+    }
 }
 
 /// Values of every completion token under the current trunk and head (completion-aligned rows),
@@ -47,7 +60,7 @@ pub fn old_values(
     for part in items.chunks(chunk.max(1)) {
         let seqs: Vec<&Sequence> = part.iter().map(|(_, _, s)| s).collect();
         let batch = pad(&seqs, &device)?;
-        let hidden = policy.model.last_hidden(
+        let hidden = trunk(policy).last_hidden(
             &batch.ids,
             &batch.lengths,
             TrainForward {
@@ -202,6 +215,7 @@ mod tests {
             max_grad_norm: None,
             reference: None,
             head: Some(value_head),
+            critic: None,
         };
         let seqs = [
             Sequence::prompt_completion(&[5, 6, 7], &[8, 9], Some(&[-1.0, -1.0]), 0.0),
