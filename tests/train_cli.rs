@@ -1,5 +1,5 @@
 //! `oxrl train` end to end through the binary, on the shipped examples and the built-in tiny
-//! model: SFT lowers the loss; GRPO runs, syncs every step's weights to the engine (policy
+//! model: SFT lowers the loss (and packing gives the padded update); GRPO runs, syncs every step's weights to the engine (policy
 //! version 1, 2, …) with the engine's logprobs equal to the trainer's, writes metrics.jsonl and
 //! checkpoints; `--resume latest` continues at the next step exactly as the uninterrupted run;
 //! bad configurations fail before any work with an error naming the key.
@@ -57,6 +57,72 @@ fn sft_lowers_the_loss_and_writes_a_loadable_checkpoint() {
         .output()
         .unwrap();
     ok(&out);
+}
+
+#[test]
+fn sft_packing_gives_the_padded_update_in_fewer_rows() {
+    // Answers of one and two digits under a chat template: sequences of different lengths.
+    let run = |dir: &Path, packing: bool| {
+        let sets = vec![
+            out_dir(dir),
+            "algorithm.steps=3".into(),
+            "checkpoint.every=3".into(),
+            "eval.at_end=false".into(),
+            format!("algorithm.sft.packing={packing}"),
+        ];
+        ok(&train(&example("sft.toml"), &sets, &[]));
+        records(dir)
+            .into_iter()
+            .filter(|r| r.get("loss").is_some())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (plain, packed) = (run(a.path(), false), run(b.path(), true));
+    assert_eq!((plain.len(), packed.len()), (3, 3));
+    for (x, y) in plain.iter().zip(&packed) {
+        for k in ["loss", "grad_norm"] {
+            let (vx, vy) = (f(x, k), f(y, k));
+            assert!(
+                (vx - vy).abs() <= 1e-5 * vx.abs().max(1.0),
+                "{k}: {vx} vs {vy}"
+            );
+        }
+        assert_eq!(x["target_tokens"], y["target_tokens"]);
+        // 16 examples of about 50 tokens: at least two to a row of 128.
+        assert_eq!(f(x, "rows"), 16.0);
+        assert!(f(y, "rows") <= 8.0, "{y:?}");
+    }
+    let file = |d: &Path| d.join("checkpoints/step-000003/model.safetensors");
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.embed_tokens.weight",
+    ] {
+        let (wa, wb) = (
+            tensor_f32(&file(a.path()), name),
+            tensor_f32(&file(b.path()), name),
+        );
+        let worst = wa
+            .iter()
+            .zip(&wb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-5, "{name}: weights differ by {worst}");
+    }
+    // A per-sequence aggregation cannot be taken over packed rows: an error naming the key.
+    let d = tempfile::tempdir().unwrap();
+    let out = train(
+        &example("sft.toml"),
+        &[
+            out_dir(d.path()),
+            "algorithm.sft.packing=true".into(),
+            "algorithm.sft.aggregation=\"seq-mean-token-mean\"".into(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`algorithm.sft.packing"), "{err}");
 }
 
 #[test]

@@ -96,6 +96,9 @@ struct RowMask {
     /// Position of the first query row among the keys (0 for self-attention over one sequence;
     /// the shared prefix's length when the keys are `[prefix ; own]`).
     q_offset: usize,
+    /// Packed rows: the first key of each query's own segment (`[batch × t_q]`), so a query
+    /// never sees an earlier sequence packed into the same row.
+    segment_starts: Option<Arc<Vec<usize>>>,
 }
 
 impl RowMask {
@@ -107,7 +110,11 @@ impl RowMask {
         let i = r % self.t_q + self.q_offset;
         let (start, len) = (self.starts[b], self.lengths[b].min(t_k));
         if i >= start && i < len {
-            (start, i + 1)
+            let seg = match &self.segment_starts {
+                Some(s) => s[b * self.t_q + r % self.t_q].clamp(start, i),
+                None => start,
+            };
+            (seg, i + 1)
         } else {
             (start.min(len), len)
         }
@@ -257,11 +264,43 @@ pub fn masked_softmax_window(
     let t_q = dims[n - 2];
     let rows_per_batch = dims[1..n - 1].iter().product();
     let mask = RowMask {
+        segment_starts: None,
         starts: Arc::new(starts.to_vec()),
         lengths: Arc::new(lengths.to_vec()),
         rows_per_batch,
         t_q,
         q_offset,
+    };
+    scores.contiguous()?.apply_op1(MaskedSoftmax(mask, scale))
+}
+
+/// [`masked_softmax`] over packed rows (several sequences back to back in one row, no prefix):
+/// query `i` of batch row `b` sees keys `segment_starts[b·t_q + i]..=i`, the causal past of its
+/// own sequence only, within `lengths[b]` (padded queries see every real key). `segment_starts`
+/// holds, for every query position, the index of the first token of the sequence it belongs to.
+pub fn masked_softmax_packed(
+    scores: &Tensor,
+    segment_starts: &[usize],
+    lengths: &[usize],
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let dims = scores.dims();
+    let n = dims.len();
+    if n < 3 || dims[0] != lengths.len() || segment_starts.len() != lengths.len() * dims[n - 2] {
+        candle_core::bail!(
+            "masked_softmax_packed: bad shape {dims:?} for {} lengths and {} segment starts",
+            lengths.len(),
+            segment_starts.len()
+        );
+    }
+    let t_q = dims[n - 2];
+    let mask = RowMask {
+        segment_starts: Some(Arc::new(segment_starts.to_vec())),
+        starts: Arc::new(vec![0; lengths.len()]),
+        lengths: Arc::new(lengths.to_vec()),
+        rows_per_batch: dims[1..n - 1].iter().product(),
+        t_q,
+        q_offset: 0,
     };
     scores.contiguous()?.apply_op1(MaskedSoftmax(mask, scale))
 }

@@ -166,9 +166,122 @@ pub fn pad(seqs: &[&Sequence], device: &Device) -> TrainResult<PaddedBatch> {
     })
 }
 
+/// Sequences packed several to a row (SFT packing), for
+/// [`oxrl_models::Transformer::packed_token_logprobs`].
+#[derive(Debug, Clone)]
+pub struct PackedBatch {
+    /// `[R × T]` u32 token ids: each row's sequences back to back, then 0s.
+    pub ids: Tensor,
+    /// Per row, the lengths of the sequences in it, in order.
+    pub segments: Vec<Vec<usize>>,
+    /// Per row, the index (into the packed list) of each of its sequences.
+    pub members: Vec<Vec<usize>>,
+    /// `[R × T]` f32: 1 on target tokens (a sequence's first token never is).
+    pub mask: Tensor,
+    /// Target tokens in the batch.
+    pub target_tokens: usize,
+    /// Every real token in the batch.
+    pub total_tokens: usize,
+}
+
+/// Packs `seqs` into rows of at most `capacity` tokens, best-fit decreasing (longest first,
+/// each into the fullest row it still fits, else a new row): few rows, little padding. A
+/// sequence longer than `capacity` is an error (SFT truncates to it first).
+pub fn pack(seqs: &[&Sequence], capacity: usize, device: &Device) -> TrainResult<PackedBatch> {
+    if seqs.is_empty() {
+        return Err(TrainError::Invariant("an empty training batch".into()));
+    }
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].ids.len()));
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    let mut used: Vec<usize> = Vec::new();
+    for i in order {
+        let s = seqs[i];
+        if s.target.len() != s.ids.len() || s.ids.is_empty() {
+            return Err(TrainError::Invariant(format!(
+                "sequence {i}: {} targets for {} tokens",
+                s.target.len(),
+                s.ids.len()
+            )));
+        }
+        let len = s.ids.len();
+        if len > capacity {
+            return Err(TrainError::Invariant(format!(
+                "sequence {i} has {len} tokens, more than a packed row's {capacity}"
+            )));
+        }
+        let best = (0..used.len())
+            .filter(|&r| used[r] + len <= capacity)
+            .max_by_key(|&r| (used[r], std::cmp::Reverse(r)));
+        match best {
+            Some(r) => {
+                members[r].push(i);
+                used[r] += len;
+            }
+            None => {
+                members.push(vec![i]);
+                used.push(len);
+            }
+        }
+    }
+    let t = used.iter().copied().max().unwrap_or(0).max(2);
+    let rows = members.len();
+    let mut ids = vec![0u32; rows * t];
+    let mut mask = vec![0f32; rows * t];
+    let mut segments = Vec::with_capacity(rows);
+    for (r, m) in members.iter().enumerate() {
+        let mut at = r * t;
+        let mut lens = Vec::with_capacity(m.len());
+        for &i in m {
+            let s = seqs[i];
+            ids[at..at + s.ids.len()].copy_from_slice(&s.ids);
+            for (j, &on) in s.target.iter().enumerate() {
+                if on && j > 0 {
+                    mask[at + j] = 1.0;
+                }
+            }
+            at += s.ids.len();
+            lens.push(s.ids.len());
+        }
+        segments.push(lens);
+    }
+    Ok(PackedBatch {
+        ids: Tensor::from_vec(ids, (rows, t), device)?,
+        segments,
+        members,
+        target_tokens: mask.iter().filter(|&&m| m > 0.0).count(),
+        mask: Tensor::from_vec(mask, (rows, t), device)?,
+        total_tokens: used.iter().sum(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pack_fills_rows_best_fit_decreasing_and_masks_each_first_token() {
+        let s = |n: usize, p: usize| {
+            let ids: Vec<u32> = (1..=n as u32).collect();
+            Sequence::prompt_completion(&ids[..p], &ids[p..], None, 0.0)
+        };
+        // Lengths 6, 5, 4, 3, 2 into rows of 8: 6+2, 5+3, 4.
+        let seqs = [s(4, 1), s(6, 2), s(2, 1), s(5, 0), s(3, 1)];
+        let refs: Vec<&Sequence> = seqs.iter().collect();
+        let b = pack(&refs, 8, &Device::Cpu).unwrap();
+        assert_eq!(b.members, [vec![1, 2], vec![3, 4], vec![0]]);
+        assert_eq!(b.segments, [vec![6, 2], vec![5, 3], vec![4]]);
+        assert_eq!(b.ids.dims(), [3, 8]);
+        assert_eq!(b.total_tokens, 20);
+        let mask = b.mask.to_vec2::<f32>().unwrap();
+        // Row 0: sequence 1 (prompt 2 of 6) then sequence 2 (prompt 1 of 2).
+        assert_eq!(mask[0], [0., 0., 1., 1., 1., 1., 0., 1.]);
+        // Row 1: sequence 3 (no prompt: its first token is still not a target), then 4.
+        assert_eq!(mask[1], [0., 1., 1., 1., 1., 0., 1., 1.]);
+        assert_eq!(b.target_tokens, 4 + 1 + 4 + 2 + 3);
+        assert_eq!(b.ids.to_vec2::<u32>().unwrap()[2], [1, 2, 3, 4, 0, 0, 0, 0]);
+        assert!(pack(&refs, 5, &Device::Cpu).is_err());
+    }
 
     #[test]
     fn prompt_completion_masks_only_the_completion_and_aligns_logprobs() {

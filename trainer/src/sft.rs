@@ -134,6 +134,32 @@ pub fn sft_loss(
     )?)
 }
 
+/// The SFT loss of a packed batch ([`crate::batch::pack`]): the same aggregated negative
+/// log-likelihood as [`sft_loss`] of the sequences padded one per row, for token-level
+/// aggregations (the only ones packing allows).
+pub fn sft_loss_packed(
+    model: &Transformer,
+    batch: &crate::batch::PackedBatch,
+    mode: LossAggregation,
+    track: bool,
+) -> TrainResult<Tensor> {
+    let out = model.packed_token_logprobs(
+        &batch.ids,
+        &batch.segments,
+        TrainForward {
+            track,
+            ..TrainForward::default()
+        },
+    )?;
+    let nll = out.logprobs.neg()?;
+    Ok(aggregate(
+        &nll,
+        &batch.mask,
+        mode,
+        &AggregationNorm::default(),
+    )?)
+}
+
 /// Runs SFT step `state.step + 1` (one optimizer step on `algorithm.batch_size` examples),
 /// advancing `state`, and returns its metrics record.
 pub fn step(
@@ -160,8 +186,21 @@ pub fn step(
         )?);
     }
     let refs: Vec<&Sequence> = seqs.iter().collect();
-    let batch = crate::batch::pad(&refs, policy.model.device())?;
-    let loss = sft_loss(&policy.model, &batch, a.sft.aggregation, true)?;
+    let device = policy.model.device().clone();
+    let (loss, target_tokens, total_tokens, rows) = if a.sft.packing {
+        let batch = crate::batch::pack(&refs, a.max_seq_len, &device)?;
+        let loss = sft_loss_packed(&policy.model, &batch, a.sft.aggregation, true)?;
+        (
+            loss,
+            batch.target_tokens,
+            batch.total_tokens,
+            batch.segments.len(),
+        )
+    } else {
+        let batch = crate::batch::pad(&refs, &device)?;
+        let loss = sft_loss(&policy.model, &batch, a.sft.aggregation, true)?;
+        (loss, batch.target_tokens, batch.total_tokens, refs.len())
+    };
     let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
     let info = policy.optimizer_step(&loss)?;
     state.step += 1;
@@ -173,10 +212,11 @@ pub fn step(
     r.insert("grad_norm".into(), num(info.grad_norm));
     r.insert("lr".into(), num(info.lr));
     r.insert("skipped_steps".into(), usize::from(info.skipped).into());
-    r.insert("target_tokens".into(), batch.target_tokens.into());
+    r.insert("target_tokens".into(), target_tokens.into());
+    r.insert("rows".into(), rows.into());
     r.insert(
         "tokens_per_s".into(),
-        num(batch.total_tokens as f64 / train_s.max(1e-9)),
+        num(total_tokens as f64 / train_s.max(1e-9)),
     );
     r.insert("train_s".into(), num(train_s));
     Ok(r)

@@ -108,10 +108,20 @@ impl Transformer {
         mode: ForwardMode,
     ) -> Result<Tensor> {
         let ctx = self.train_ctx(b, t, lengths, 0)?;
+        self.hidden_with_ctx(ids, &ctx, mode)
+    }
+
+    /// Final hidden states `[b·t, hidden]` of `ids` under a prepared context.
+    fn hidden_with_ctx(
+        &self,
+        ids: &[u32],
+        ctx: &super::train_layer::TrainCtx,
+        mode: ForwardMode,
+    ) -> Result<Tensor> {
         let track_base = mode.track && self.base_trainable;
         let mut x = self.embed_tokens(ids, mode.track)?;
         for layer in &self.layers {
-            x = self.layer_train(layer, &x, &ctx, None, mode)?.0;
+            x = self.layer_train(layer, &x, ctx, None, mode)?.0;
         }
         rms_norm(&x, self.norm.get(track_base), self.cfg.rms_norm_eps)
     }
@@ -191,6 +201,46 @@ impl Transformer {
         };
         let hidden = self.hidden_train(&ids, b, t, lengths, mode)?;
         self.logprobs_from_hidden(&hidden, &ids, b, t, lengths, mode, opts)
+    }
+
+    /// [`Self::token_logprobs`] over **packed** rows: row `r` of `input_ids` `[b, t]` holds
+    /// several sequences back to back, of lengths `segments[r]` (their sum is the row's real
+    /// length, the rest is padding). Each sequence restarts at position 0 and attends to itself
+    /// only, so token `j` of a sequence gets `log p(token_j | its own tokens before j)`: the
+    /// value (and gradient) the padded forward gives that sequence alone. The first token of
+    /// every sequence, like padding, gets 0.
+    pub fn packed_token_logprobs(
+        &self,
+        input_ids: &Tensor,
+        segments: &[Vec<usize>],
+        opts: TrainForward,
+    ) -> Result<TokenLogprobs> {
+        let lengths: Vec<usize> = segments.iter().map(|s| s.iter().sum()).collect();
+        if segments.iter().flatten().any(|&l| l == 0) {
+            return Err(ModelError::Input("a packed sequence of length 0".into()));
+        }
+        let (b, t, ids) = self.check_batch(input_ids, &lengths)?;
+        let mode = ForwardMode {
+            track: opts.track,
+            adapters: opts.adapters,
+            step: false,
+        };
+        let ctx = self.train_ctx_packed(b, t, segments)?;
+        let hidden = self.hidden_with_ctx(&ids, &ctx, mode)?;
+        let mut out = self.logprobs_from_hidden(&hidden, &ids, b, t, &lengths, mode, opts)?;
+        // A sequence's first token is not predicted by the one packed before it.
+        let mut keep = vec![1f32; b * t];
+        for (r, segs) in segments.iter().enumerate() {
+            let mut at = 0;
+            for &len in segs {
+                keep[r * t + at] = 0.0;
+                at += len;
+            }
+        }
+        let keep = Tensor::from_vec(keep, (b, t), &self.device)?.to_dtype(out.logprobs.dtype())?;
+        out.logprobs = (out.logprobs * &keep)?;
+        out.entropy = out.entropy.map(|e| e * &keep).transpose()?;
+        Ok(out)
     }
 
     /// The logprob part of [`Self::token_logprobs`] on hidden states `[b·t, hidden]`.

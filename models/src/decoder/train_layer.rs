@@ -37,6 +37,8 @@ pub(super) struct TrainCtx {
     sin_h: Arc<Vec<f64>>,
     /// Additive mask `[b, 1, 1, t, pos0 + t]` for the composed path.
     mask: Option<Tensor>,
+    /// Packed rows (`[b × t]`): the first token of each position's own sequence.
+    segment_starts: Option<Vec<usize>>,
 }
 
 impl Transformer {
@@ -124,7 +126,58 @@ impl Transformer {
             cos_h: Arc::new(cos_h),
             sin_h: Arc::new(sin_h),
             mask,
+            segment_starts: None,
         })
+    }
+
+    /// The context of a forward over packed rows: row `r` holds several sequences back to back
+    /// (`segments[r]`: their lengths, summing to the row's real length); every sequence restarts
+    /// at position 0 and attends to itself only.
+    pub(super) fn train_ctx_packed(
+        &self,
+        b: usize,
+        t: usize,
+        segments: &[Vec<usize>],
+    ) -> Result<TrainCtx> {
+        let mut positions = Vec::with_capacity(b * t);
+        let mut seg_starts = Vec::with_capacity(b * t);
+        let mut lengths = Vec::with_capacity(b);
+        for segs in segments {
+            let mut at = 0usize;
+            for &len in segs {
+                positions.extend(0..len);
+                seg_starts.extend(std::iter::repeat_n(at, len));
+                at += len;
+            }
+            if at > t || at == 0 {
+                return Err(crate::error::ModelError::Input(format!(
+                    "packed row of {at} tokens in a batch of width {t}"
+                )));
+            }
+            positions.extend(std::iter::repeat_n(0, t - at));
+            seg_starts.extend(std::iter::repeat_n(at, t - at));
+            lengths.push(at);
+        }
+        let mut ctx = self.train_ctx_window(b, t, &lengths, 0, &vec![0; b], Some(&positions))?;
+        if !ctx.fused {
+            // Query i of row r sees keys seg_start(i)..=i; a padded query every real key.
+            let mut mask = vec![0f32; b * t * t];
+            for (r, &len) in lengths.iter().enumerate() {
+                for i in 0..t {
+                    let lo = if i < len { seg_starts[r * t + i] } else { 0 };
+                    let hi = if i < len { i + 1 } else { len };
+                    for j in 0..t {
+                        if !(lo..hi).contains(&j) {
+                            mask[(r * t + i) * t + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            ctx.mask =
+                Some(Tensor::from_vec(mask, (b, 1, 1, t, t), &self.device)?.to_dtype(self.dtype)?);
+        }
+        ctx.segment_starts = Some(seg_starts);
+        Ok(ctx)
     }
 
     /// One layer on `x` `[b·t, hidden]`. `prefix` holds the layer's post-RoPE keys and values of
@@ -203,15 +256,21 @@ impl Transformer {
         // Group query heads by their kv head: [b, nkv, g·t, d].
         let q = q.reshape((b, nkv, g * t, d))?;
         let att = q.matmul(&k_all.t()?)?;
-        let att = match &ctx.mask {
-            None => crate::ops::masked_softmax_window(
+        let att = match (&ctx.mask, &ctx.segment_starts) {
+            (None, Some(seg)) => crate::ops::masked_softmax_packed(
+                &att.reshape((b, nkv, g, t, tk))?,
+                seg,
+                &ctx.key_lengths,
+                scale,
+            )?,
+            (None, None) => crate::ops::masked_softmax_window(
                 &att.reshape((b, nkv, g, t, tk))?,
                 &ctx.key_starts,
                 &ctx.key_lengths,
                 scale,
                 ctx.pos0,
             )?,
-            Some(mask) => candle_nn::ops::softmax(
+            (Some(mask), _) => candle_nn::ops::softmax(
                 &(att * scale)?
                     .reshape((b, nkv, g, t, tk))?
                     .broadcast_add(mask)?,

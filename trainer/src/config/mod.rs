@@ -460,6 +460,12 @@ pub struct SftConfig {
     pub target: SftTarget,
     /// How the per-token negative log-likelihood becomes a scalar.
     pub aggregation: LossAggregation,
+    /// Pack the step's examples into as few rows of `algorithm.max_seq_len` tokens as they fit
+    /// (best-fit decreasing, TRL's `packing` with its `bfd` strategy) instead of one padded row
+    /// each. Every example keeps its own positions and attends to itself only
+    /// ([`oxrl_models::Transformer::packed_token_logprobs`]), so the loss and gradients are the
+    /// padded batch's; less padding is computed. Needs a token-level aggregation.
+    pub packing: bool,
 }
 
 impl Default for SftConfig {
@@ -467,6 +473,7 @@ impl Default for SftConfig {
         Self {
             target: SftTarget::Completion,
             aggregation: LossAggregation::TokenMean,
+            packing: false,
         }
     }
 }

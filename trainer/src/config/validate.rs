@@ -68,6 +68,21 @@ pub fn check(c: &TrainConfig, task: &TaskConfig, origin: &str) -> TrainResult<()
     if a.max_seq_len < 2 {
         return err("algorithm.max_seq_len", "must be at least 2".into());
     }
+    if a.sft.packing
+        && !matches!(
+            a.sft.aggregation,
+            crate::aggregation::LossAggregation::TokenMean
+                | crate::aggregation::LossAggregation::TokenMeanLocal
+        )
+    {
+        return err(
+            "algorithm.sft.packing",
+            format!(
+                "packed rows hold several examples, so a per-sequence aggregation ({:?}) cannot be taken per row; use aggregation = \"token-mean\" or turn packing off",
+                a.sft.aggregation
+            ),
+        );
+    }
     let r = &c.rollout;
     if let Some(urls) = r.engine.urls() {
         if urls.is_empty() {
