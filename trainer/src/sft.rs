@@ -72,11 +72,7 @@ fn encode_masked(
                 "example `{id}` is plain text: it has no assistant turns to train on"
             )))
         }
-        (Prompt::Messages(m), Some(text)) => {
-            let mut msgs = chat_messages(m);
-            msgs.push(oxrl_models::ChatMessage::new("assistant", text));
-            tok.encode_chat_with_assistant_mask(&msgs)?
-        }
+        (Prompt::Messages(m), Some(text)) => tok.encode_chat_completion(&chat_messages(m), text)?,
         (Prompt::Text(p), Some(text)) => {
             let prompt = tok.encode(p, true)?;
             let mut completion = tok.encode(text, false)?;
@@ -299,5 +295,37 @@ mod tests {
             ..e
         };
         assert_eq!(target_text(&t, SftTarget::Conversation), None);
+    }
+
+    /// A template without `{% generation %}` blocks (SmolLM2's): the answer's tokens are what
+    /// the conversation adds after the prompt with its generation prompt.
+    #[test]
+    fn answer_target_under_a_template_without_generation_blocks() {
+        let mut tok = oxrl_models::tokenizer::tiny::tiny_tokenizer(320).unwrap();
+        tok.set_chat_template(Some(
+            "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nbe brief<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+        ))
+        .unwrap();
+        let e = Example {
+            id: "a".into(),
+            prompt: Prompt::Messages(vec![msg("user", "3 + 4 =")]),
+            answer: Some("7".into()),
+            ..Example::default()
+        };
+        let s = encode_example(&tok, &e, SftTarget::Answer, 512).unwrap();
+        let trained: Vec<u32> = s
+            .ids
+            .iter()
+            .zip(&s.target)
+            .filter(|(_, &m)| m)
+            .map(|(&i, _)| i)
+            .collect();
+        assert_eq!(tok.decode(&trained, false).unwrap(), "7<|im_end|>\n");
+        // The prompt, generation prompt included, is context only.
+        let first = s.target.iter().position(|&m| m).unwrap();
+        assert!(tok
+            .decode(&s.ids[..first], false)
+            .unwrap()
+            .ends_with("<|im_start|>assistant\n"));
     }
 }

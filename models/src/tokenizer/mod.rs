@@ -320,6 +320,39 @@ impl Tokenizer {
         Ok((ids, spans_to_token_mask(&offsets, &spans)))
     }
 
+    /// Renders and tokenizes `prompt` followed by an assistant turn `completion`, with `true` on
+    /// the completion's tokens. Templates with `{% generation %}` blocks mark the assistant
+    /// tokens themselves ([`Self::encode_chat_with_assistant_mask`]). Most real templates
+    /// (SmolLM2, Qwen2, Llama 3) have none; then the completion is what the conversation adds
+    /// after the prompt rendered with the generation prompt (TRL's rule for prompt-completion
+    /// chat data): every token that starts at or after that prefix's end. A template whose
+    /// conversation does not start with that prefix is an error.
+    pub fn encode_chat_completion(
+        &self,
+        prompt: &[ChatMessage],
+        completion: &str,
+    ) -> Result<(Vec<u32>, Vec<bool>)> {
+        let mut all = prompt.to_vec();
+        all.push(ChatMessage::new("assistant", completion));
+        let template = self.require_template()?;
+        let (text, spans) = template.render_with_assistant_mask(&all)?;
+        let (ids, offsets) = self.encode_with_offsets(&text, false)?;
+        if !spans.is_empty() {
+            return Ok((ids, spans_to_token_mask(&offsets, &spans)));
+        }
+        let head = template.render(prompt, true)?;
+        if !text.starts_with(&head) {
+            return Err(ModelError::ChatTemplate(
+                "the chat template renders the prompt differently once the assistant turn follows, so the completion's tokens cannot be told apart (add {% generation %} blocks to the template)".into(),
+            ));
+        }
+        let mask = offsets
+            .iter()
+            .map(|&(start, _)| start >= head.len())
+            .collect();
+        Ok((ids, mask))
+    }
+
     /// The variables HF passes to chat templates from the special-tokens map.
     fn special_tokens_map(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
