@@ -77,7 +77,7 @@ pub struct Policy {
     /// optimizer; saved as `score_head.safetensors` in checkpoints.
     pub head: Option<crate::score_head::ScoreHead>,
     /// PPO's separate critic (its own model, value head and optimizer), when
-    /// `algorithm.ppo.critic = "separate"`; stepped by [`Self::apply`] after the policy.
+    /// `algorithm.ppo.critic = "separate"`; stepped by [`Self::apply`] on its own gradients.
     pub critic: Option<crate::ppo::critic::SeparateCritic>,
 }
 
@@ -122,7 +122,7 @@ impl Policy {
     }
 
     /// Clips `grads` and steps AdamW at the schedule's learning rate. A non-finite gradient
-    /// norm skips the step (reported in [`StepInfo::skipped`]). A separate critic then takes its
+    /// norm skips the step (reported in [`StepInfo::skipped`]). A separate critic takes its
     /// own step on its gradients in `grads` ([`StepInfo::critic_grad_norm`]).
     pub fn apply(&mut self, mut grads: GradStore) -> TrainResult<StepInfo> {
         let critic_grad_norm = match self.critic.as_mut() {

@@ -113,21 +113,8 @@ pub fn sft_loss(
     mode: LossAggregation,
     track: bool,
 ) -> TrainResult<Tensor> {
-    let out = model.token_logprobs(
-        &batch.ids,
-        &batch.lengths,
-        TrainForward {
-            track,
-            ..TrainForward::default()
-        },
-    )?;
-    let nll = out.logprobs.neg()?;
-    Ok(aggregate(
-        &nll,
-        &batch.mask,
-        mode,
-        &AggregationNorm::default(),
-    )?)
+    let out = model.token_logprobs(&batch.ids, &batch.lengths, forward(track))?;
+    nll(&out.logprobs, &batch.mask, mode)
 }
 
 /// The SFT loss of a packed batch ([`crate::batch::pack`]): the same aggregated negative
@@ -139,18 +126,22 @@ pub fn sft_loss_packed(
     mode: LossAggregation,
     track: bool,
 ) -> TrainResult<Tensor> {
-    let out = model.packed_token_logprobs(
-        &batch.ids,
-        &batch.segments,
-        TrainForward {
-            track,
-            ..TrainForward::default()
-        },
-    )?;
-    let nll = out.logprobs.neg()?;
+    let out = model.packed_token_logprobs(&batch.ids, &batch.segments, forward(track))?;
+    nll(&out.logprobs, &batch.mask, mode)
+}
+
+fn forward(track: bool) -> TrainForward {
+    TrainForward {
+        track,
+        ..TrainForward::default()
+    }
+}
+
+/// Aggregated negative log-likelihood of the masked tokens.
+fn nll(logprobs: &Tensor, mask: &Tensor, mode: LossAggregation) -> TrainResult<Tensor> {
     Ok(aggregate(
-        &nll,
-        &batch.mask,
+        &logprobs.neg()?,
+        mask,
         mode,
         &AggregationNorm::default(),
     )?)

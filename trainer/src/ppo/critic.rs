@@ -136,11 +136,7 @@ impl SeparateCritic {
                 ),
             ));
         }
-        let file = dir.join("model.safetensors");
-        let map = oxrl_models::weights::load_file(&file, self.model.dtype(), self.model.device())?;
-        self.model
-            .load_trainable(&map)
-            .map_err(|e| TrainError::checkpoint(checkpoint, format!("{}: {e}", file.display())))?;
+        crate::checkpoint::restore_trainable(&dir, &self.model, false)?;
         self.head.restore(&dir.join(SCORE_HEAD_FILE))?;
         self.optimizer.load(dir.join(OPTIMIZER_FILE))?;
         Ok(())
