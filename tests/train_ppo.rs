@@ -15,6 +15,29 @@ fn run(dir: &Path, sets: &[&str], extra: &[&str]) -> Vec<Rec> {
     records(dir)
 }
 
+/// Runs 3 steps straight (first directory) and 2 steps then `--resume latest` to 3 (second),
+/// checkpointing every step with `extra` settings, and asserts every step's metrics are equal.
+fn resumed_equals_uninterrupted(extra: &[&str]) -> (tempfile::TempDir, tempfile::TempDir) {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let mut common = vec![
+        "algorithm.steps=3",
+        "checkpoint.every=1",
+        "checkpoint.keep=0",
+    ];
+    common.extend_from_slice(extra);
+    let full = run(a.path(), &common, &[]);
+    let mut sets = common.clone();
+    sets.push("algorithm.steps=2");
+    run(b.path(), &sets, &[]);
+    let resumed = run(b.path(), &common, &["--resume", "latest"]);
+    assert_eq!(resumed.len(), 3);
+    for (x, y) in full.iter().zip(&resumed) {
+        assert_eq!(strip_times(x), strip_times(y));
+    }
+    (a, b)
+}
+
 fn mean(recs: &[Rec], k: &str) -> f64 {
     recs.iter().map(|r| f(r, k)).sum::<f64>() / recs.len() as f64
 }
@@ -44,22 +67,7 @@ fn ppo_raises_mean_reward() {
 
 #[test]
 fn ppo_resumes_exactly_with_its_value_head() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    let common = [
-        "algorithm.steps=3",
-        "checkpoint.every=1",
-        "checkpoint.keep=0",
-    ];
-    let full = run(a.path(), &common, &[]);
-    let mut sets = common.to_vec();
-    sets.push("algorithm.steps=2");
-    run(b.path(), &sets, &[]);
-    let resumed = run(b.path(), &common, &["--resume", "latest"]);
-    assert_eq!(resumed.len(), 3);
-    for (x, y) in full.iter().zip(&resumed) {
-        assert_eq!(strip_times(x), strip_times(y));
-    }
+    let (a, b) = resumed_equals_uninterrupted(&[]);
     for file in [
         "model.safetensors",
         "score_head.safetensors",
@@ -164,23 +172,7 @@ fn ppo_with_a_separate_critic_raises_mean_reward() {
 
 #[test]
 fn ppo_with_a_separate_critic_resumes_exactly_and_trains_every_critic_tensor() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    let common = [
-        "algorithm.steps=3",
-        "checkpoint.every=1",
-        "checkpoint.keep=0",
-        SEPARATE,
-    ];
-    let full = run(a.path(), &common, &[]);
-    let mut sets = common.to_vec();
-    sets.push("algorithm.steps=2");
-    run(b.path(), &sets, &[]);
-    let resumed = run(b.path(), &common, &["--resume", "latest"]);
-    assert_eq!(resumed.len(), 3);
-    for (x, y) in full.iter().zip(&resumed) {
-        assert_eq!(strip_times(x), strip_times(y));
-    }
+    let (a, b) = resumed_equals_uninterrupted(&[SEPARATE]);
     let step = |d: &Path, s: u32| d.join(format!("checkpoints/step-00000{s}"));
     for file in [
         "model.safetensors",

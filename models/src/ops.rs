@@ -737,13 +737,7 @@ pub fn rope(
     sin: Arc<Vec<f64>>,
     t: usize,
 ) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(Rope {
-        cos,
-        sin,
-        t,
-        sign: 1.0,
-        per_row: false,
-    })
+    rotate(x, cos, sin, t, false)
 }
 
 /// [`rope`] with each batch row at its own positions: `cos`/`sin` are `b × t × d/2` (row-major,
@@ -754,12 +748,22 @@ pub fn rope_per_row(
     sin: Arc<Vec<f64>>,
     t: usize,
 ) -> candle_core::Result<Tensor> {
+    rotate(x, cos, sin, t, true)
+}
+
+fn rotate(
+    x: &Tensor,
+    cos: Arc<Vec<f64>>,
+    sin: Arc<Vec<f64>>,
+    t: usize,
+    per_row: bool,
+) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op1(Rope {
         cos,
         sin,
         t,
         sign: 1.0,
-        per_row: true,
+        per_row,
     })
 }
 

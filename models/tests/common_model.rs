@@ -47,6 +47,22 @@ pub fn model(arch: Arch, tie: bool, dtype: DType) -> (ModelConfig, Transformer) 
     (cfg, m)
 }
 
+/// Largest absolute element difference of two tensors of one shape, in f64.
+pub fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 /// The largest absolute element difference of two tensors.
 pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
     (a - b)

@@ -5,7 +5,7 @@
 mod common_model;
 
 use candle_core::{DType, Device, Tensor};
-use common_model::model;
+use common_model::{max_diff, model};
 use oxrl_models::{Arch, LogitChunks, LoraConfig, TrainForward, Transformer};
 
 fn batch(vocab: u32) -> (Tensor, Vec<usize>) {
@@ -14,21 +14,6 @@ fn batch(vocab: u32) -> (Tensor, Vec<usize>) {
         Tensor::from_vec(ids, (3, 11), &Device::Cpu).unwrap(),
         vec![11, 6, 9],
     )
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
 }
 
 fn max_abs(a: &Tensor) -> f64 {

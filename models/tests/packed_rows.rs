@@ -5,28 +5,13 @@
 mod common_model;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use common_model::model;
+use common_model::{max_diff, model};
 use oxrl_models::{Arch, LogitChunks, TrainForward, Transformer};
 
 fn toks(seed: u32, len: usize, vocab: u32) -> Vec<u32> {
     (0..len as u32)
         .map(|i| (i * 37 + seed * 11 + 5) % vocab)
         .collect()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
 }
 
 /// `Σ c_j · logprob_j + Σ d_j · entropy_j` over one sequence's tokens 1.. (fixed coefficients).

@@ -6,28 +6,13 @@
 mod common_model;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use common_model::model;
+use common_model::{max_diff, model};
 use oxrl_models::{Arch, LogitChunks, LoraConfig, PromptGroup, TrainForward, Transformer};
 
 fn toks(seed: u32, len: usize, vocab: u32) -> Vec<u32> {
     (0..len as u32)
         .map(|i| (i * 31 + seed * 17 + 3) % vocab)
         .collect()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
 }
 
 fn max_abs(a: &Tensor) -> f64 {
@@ -143,6 +128,18 @@ fn check(m: &Transformer, label: &str, opts: TrainForward, tol: f64) -> (f64, f6
     (value, grad, loss_diff)
 }
 
+/// The groups of `prompts[i]` with `comps[i]`.
+fn prompt_groups<'a>(prompts: &'a [Vec<u32>], comps: &'a [Vec<Vec<u32>>]) -> Vec<PromptGroup<'a>> {
+    prompts
+        .iter()
+        .zip(comps)
+        .map(|(p, c)| PromptGroup {
+            prompt: p,
+            completions: c,
+        })
+        .collect()
+}
+
 /// Several groups with prompts of different lengths in one call equal each group's sequences
 /// through the plain padded forward (the prompts are left-padded in the call, so only rounding
 /// may differ); returns the worst (value, relative gradient) difference.
@@ -159,14 +156,7 @@ fn check_groups(m: &Transformer, label: &str, opts: TrainForward, tol: f64) -> (
                 .collect()
         })
         .collect();
-    let groups: Vec<PromptGroup<'_>> = prompts
-        .iter()
-        .zip(&comps)
-        .map(|(p, c)| PromptGroup {
-            prompt: p,
-            completions: c,
-        })
-        .collect();
+    let groups = prompt_groups(&prompts, &comps);
     let outs = m.groups_token_logprobs(&groups, opts).unwrap();
     assert_eq!(outs.len(), groups.len());
     let (mut slp, mut sent, mut ulp, mut uent) = (vec![], vec![], vec![], vec![]);
@@ -236,14 +226,7 @@ fn several_groups_composed_path_in_bf16() {
         track: false,
         ..TrainForward::default()
     };
-    let groups: Vec<PromptGroup<'_>> = prompts
-        .iter()
-        .zip(&comps)
-        .map(|(p, c)| PromptGroup {
-            prompt: p,
-            completions: c,
-        })
-        .collect();
+    let groups = prompt_groups(&prompts, &comps);
     let outs = m.groups_token_logprobs(&groups, o).unwrap();
     let mut worst = 0f64;
     for ((p, c), out) in prompts.iter().zip(&comps).zip(&outs) {

@@ -243,25 +243,9 @@ pub fn restore_trainable(dir: &Path, model: &Transformer, lora: bool) -> TrainRe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxrl_models::init::{write_random_model, InitSpec};
 
     fn tiny() -> (tempfile::TempDir, Transformer, Tokenizer) {
-        let d = tempfile::tempdir().unwrap();
-        let spec = InitSpec {
-            vocab_size: 300,
-            hidden_size: 16,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 1,
-            intermediate_size: 32,
-            ..InitSpec::default()
-        };
-        write_random_model(d.path(), &spec).unwrap();
-        let m = oxrl_models::LoadedModel::load(
-            d.path().to_str().unwrap(),
-            &oxrl_models::LoadOptions::default(),
-        )
-        .unwrap();
+        let (d, m) = crate::test_model::load_tiny();
         (d, m.model, m.tokenizer)
     }
 

@@ -53,6 +53,8 @@ pub mod score_head;
 pub mod seeds;
 pub mod sft;
 pub mod task;
+#[cfg(test)]
+mod test_model;
 pub mod train_error;
 pub mod train_loop;
 

@@ -233,21 +233,8 @@ pub fn registry() -> Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxrl_models::init::{write_random_model, InitSpec};
+    use crate::test_model::write_tiny as tiny;
     use oxrl_verifiers::VerifyExample;
-
-    fn tiny(dir: &Path, hidden: usize) {
-        let spec = InitSpec {
-            vocab_size: 300,
-            hidden_size: hidden,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 1,
-            intermediate_size: 32,
-            ..InitSpec::default()
-        };
-        write_random_model(dir, &spec).unwrap();
-    }
 
     fn build(opts: Value, base: &Path) -> Result<ModelVerifier, VerifierError> {
         let Value::Object(m) = opts else {

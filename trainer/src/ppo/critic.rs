@@ -146,22 +146,9 @@ impl SeparateCritic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxrl_models::init::{write_random_model, InitSpec};
 
     fn critic() -> (tempfile::TempDir, Transformer, SeparateCritic) {
-        let d = tempfile::tempdir().unwrap();
-        let spec = InitSpec {
-            vocab_size: 300,
-            hidden_size: 16,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 1,
-            intermediate_size: 32,
-            ..InitSpec::default()
-        };
-        write_random_model(d.path(), &spec).unwrap();
-        let m = oxrl_models::LoadedModel::load(d.path().to_str().unwrap(), &Default::default())
-            .unwrap();
+        let (d, m) = crate::test_model::load_tiny();
         let schedule = ScheduleConfig::default();
         let settings = CriticSettings {
             adamw: AdamWConfig::default(),

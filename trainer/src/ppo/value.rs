@@ -187,23 +187,10 @@ mod tests {
     use super::*;
     use crate::optim::{AdamW, AdamWConfig, LrSchedule, ScheduleConfig};
     use candle_core::DType;
-    use oxrl_models::init::{write_random_model, InitSpec};
 
     #[test]
     fn the_value_loss_reaches_every_value_head_parameter_and_the_trunk() {
-        let d = tempfile::tempdir().unwrap();
-        let spec = InitSpec {
-            vocab_size: 300,
-            hidden_size: 16,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 1,
-            intermediate_size: 32,
-            ..InitSpec::default()
-        };
-        write_random_model(d.path(), &spec).unwrap();
-        let m = oxrl_models::LoadedModel::load(d.path().to_str().unwrap(), &Default::default())
-            .unwrap();
+        let (_d, m) = crate::test_model::load_tiny();
         let value_head = ScoreHead::new(16, DType::F32, &Device::Cpu, 5).unwrap();
         let mut vars = m.model.trainable_vars();
         vars.extend(value_head.vars());
